@@ -1,0 +1,299 @@
+//! Blocking commands: BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BZPOPMIN, BZPOPMAX.
+//!
+//! A client that finds every key empty registers a [`Waiter`] in the shard of each key
+//! **while still holding the command's shard locks**, so a push cannot slip in between
+//! "the list is empty" and "I am waiting" (no lost wake-ups). Waiters queue per key,
+//! oldest first.
+//!
+//! When a command adds data to a key that has waiters, [`crate::keyspace::Keys::modified`]
+//! marks the key ready. Before the pushing command releases its locks, the dispatcher
+//! calls [`serve_ready`], which pops on behalf of the oldest waiter, writes the waiter's
+//! reply into it and wakes its connection. The element never becomes visible to anyone
+//! else, which is Redis's guarantee: a blocked client is served before any other command
+//! runs, in FIFO order.
+//!
+//! A waiter can be blocked on several keys in several shards, so it is claimed with a
+//! compare-and-swap (`WAITING -> SERVED`); a timeout or a disconnect races for the same
+//! CAS (`WAITING -> CANCELLED`). Stale entries left in other keys' queues are skipped
+//! and dropped when met.
+//!
+//! One case cannot be served in place: BLMOVE whose destination lives in a shard the
+//! pusher has not locked. Taking that lock could deadlock, so we only *try* it; if it
+//! is busy, the waiter is poked and moves the element itself (see the connection loop).
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::keyspace::{hash_bytes, kind, shard_of, CompactBytes, Keys, Value};
+use crate::resp::{Protocol, Reply};
+
+const WAITING: u8 = 0;
+/// Claimed by a server; its reply is being prepared.
+const SERVED: u8 = 1;
+const CANCELLED: u8 = 2;
+/// Claimed and the reply is in `reply`.
+const DELIVERED: u8 = 3;
+
+/// What the blocked command does once data arrives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BlockKind {
+    /// BLPOP (`left`) or BRPOP.
+    Pop { left: bool },
+    /// BLMOVE / BRPOPLPUSH: pop from the ready key, push to `dst`.
+    Move {
+        from_left: bool,
+        to_left: bool,
+        dst: CompactBytes,
+    },
+    /// BZPOPMIN (`min`) or BZPOPMAX.
+    ZPop { min: bool },
+}
+
+/// A blocked client, shared between its connection and the shards it waits in.
+#[derive(Debug)]
+pub struct Waiter {
+    pub kind: BlockKind,
+    pub db: usize,
+    pub keys: Vec<CompactBytes>,
+    pub proto: Protocol,
+    state: AtomicU8,
+    /// The reply written by whoever served the waiter.
+    reply: Mutex<Vec<u8>>,
+    pub notify: Notify,
+}
+
+impl Waiter {
+    pub fn new(kind: BlockKind, db: usize, keys: Vec<CompactBytes>, proto: Protocol) -> Self {
+        Waiter {
+            kind,
+            db,
+            keys,
+            proto,
+            state: AtomicU8::new(WAITING),
+            reply: Mutex::new(Vec::new()),
+            notify: Notify::new(),
+        }
+    }
+
+    pub fn is_waiting(&self) -> bool {
+        self.state.load(Ordering::Acquire) == WAITING
+    }
+
+    /// Claims the waiter for serving. Only one claimant (server or timeout) wins.
+    pub fn claim(&self) -> bool {
+        self.state
+            .compare_exchange(WAITING, SERVED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Gives up waiting (timeout, disconnect). False if it was served first.
+    pub fn cancel(&self) -> bool {
+        self.state
+            .compare_exchange(WAITING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Claimed by a server (its reply may still be on the way).
+    pub fn is_claimed(&self) -> bool {
+        matches!(self.state.load(Ordering::Acquire), SERVED | DELIVERED)
+    }
+
+    /// The reply is ready to be taken.
+    pub fn is_delivered(&self) -> bool {
+        self.state.load(Ordering::Acquire) == DELIVERED
+    }
+
+    /// Hands over the reply of a claimed waiter and wakes its connection.
+    pub fn deliver(&self, reply: Vec<u8>) {
+        debug_assert_eq!(self.state.load(Ordering::Acquire), SERVED);
+        *self.reply.lock() = reply;
+        self.state.store(DELIVERED, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Wakes the waiter without serving it: it should retry by itself.
+    pub fn poke(&self) {
+        self.notify.notify_one();
+    }
+
+    pub fn take_reply(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.reply.lock())
+    }
+}
+
+/// Serves waiters on the keys `keys.effects.ready`, oldest first, while the command's
+/// locks are still held. Called by the dispatcher after every command that marked a
+/// key ready (and by EXEC once, at the end).
+pub fn serve_ready(keys: &mut Keys<'_>) {
+    let saved_db = keys.db;
+    let mut i = 0;
+    // Serving a BLMOVE pushes to its destination, which can make more keys ready.
+    while i < keys.effects.ready.len() {
+        let (db, key) = keys.effects.ready[i].clone();
+        keys.db = db;
+        serve_key(keys, &key);
+        i += 1;
+    }
+    keys.effects.ready.clear();
+    keys.db = saved_db;
+}
+
+fn serve_key(keys: &mut Keys<'_>, key: &CompactBytes) {
+    let shard_idx = shard_of(hash_bytes(key));
+    let db = keys.db;
+    loop {
+        // The oldest waiter still waiting on this key.
+        let waiter = {
+            let shard = keys.shard(shard_idx);
+            let Some(queue) = shard.blocked.get_mut(&(db, key.clone())) else {
+                return;
+            };
+            while queue.front().is_some_and(|w| !w.is_waiting()) {
+                queue.pop_front();
+            }
+            match queue.front() {
+                Some(w) => w.clone(),
+                None => {
+                    shard.blocked.remove(&(db, key.clone()));
+                    return;
+                }
+            }
+        };
+        let Some(loc) = keys.lookup(key) else { return };
+        let has_data = match (&waiter.kind, &keys.entry(loc).value) {
+            (BlockKind::Pop { .. } | BlockKind::Move { .. }, Value::List(l)) => !l.is_empty(),
+            (BlockKind::ZPop { .. }, Value::ZSet(z)) => !z.is_empty(),
+            _ => false,
+        };
+        if !has_data {
+            return;
+        }
+        if let BlockKind::Move { dst, .. } = &waiter.kind {
+            let dst_shard = shard_of(hash_bytes(dst));
+            if !keys.try_lock_extra(dst_shard) {
+                // Cannot take the destination's lock without risking a deadlock; let
+                // the waiter do the move itself, and stop serving this key for now.
+                waiter.poke();
+                return;
+            }
+            // The destination must hold a list (or nothing); otherwise Redis leaves the
+            // client blocked and the element where it is.
+            if keys.typed(dst, kind::list, false).is_err() {
+                return;
+            }
+        }
+        if !waiter.claim() {
+            continue;
+        }
+        let reply = perform(keys, &waiter, key);
+        waiter.deliver(reply);
+    }
+}
+
+/// Pops for a claimed waiter: changes the keyspace, propagates the equivalent
+/// non-blocking command, and returns the reply bytes for the waiter's protocol.
+pub fn perform(keys: &mut Keys<'_>, waiter: &Waiter, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut reply = Reply::new(&mut out, waiter.proto);
+    let Some(loc) = keys.lookup_write(key) else {
+        debug_assert!(false, "perform on a missing key");
+        reply.null_array();
+        return out;
+    };
+    match &waiter.kind {
+        BlockKind::Pop { left } => {
+            let list = keys.value(loc).as_list_mut();
+            let elem = if *left {
+                list.pop_front()
+            } else {
+                list.pop_back()
+            };
+            let elem = elem.expect("serve checked the list is not empty");
+            reply.array(2);
+            reply.bulk(key);
+            reply.bulk(&elem);
+            keys.propagate([if *left { &b"LPOP"[..] } else { b"RPOP" }, key].into_iter());
+            keys.modified(key);
+            keys.delete_if_empty(loc);
+        }
+        BlockKind::ZPop { min } => {
+            let zset = keys.value(loc).as_zset_mut();
+            let (member, score) = if *min { zset.pop_min() } else { zset.pop_max() }
+                .expect("serve checked the zset is not empty");
+            reply.array(3);
+            reply.bulk(key);
+            reply.bulk(&member);
+            reply.double(score);
+            keys.propagate([if *min { &b"ZPOPMIN"[..] } else { b"ZPOPMAX" }, key].into_iter());
+            keys.modified(key);
+            keys.delete_if_empty(loc);
+        }
+        BlockKind::Move {
+            from_left,
+            to_left,
+            dst,
+        } => {
+            let list = keys.value(loc).as_list_mut();
+            let elem = if *from_left {
+                list.pop_front()
+            } else {
+                list.pop_back()
+            };
+            let elem = elem.expect("serve checked the list is not empty");
+            keys.modified(key);
+            keys.delete_if_empty(loc);
+            let (dloc, _) = keys
+                .get_or_create(dst, kind::list, kind::new_list)
+                .expect("serve checked the destination type");
+            let dlist = keys.value(dloc).as_list_mut();
+            if *to_left {
+                dlist.push_front(elem.clone());
+            } else {
+                dlist.push_back(elem.clone());
+            }
+            keys.modified(dst);
+            keys.propagate(
+                [
+                    &b"LMOVE"[..],
+                    key,
+                    dst,
+                    if *from_left { b"LEFT" } else { b"RIGHT" },
+                    if *to_left { b"LEFT" } else { b"RIGHT" },
+                ]
+                .into_iter(),
+            );
+            reply.bulk(&elem);
+        }
+    }
+    out
+}
+
+/// Adds `waiter` to the queue of each of its keys. The caller holds the locks of all
+/// those shards (the blocking command's key spec names them).
+pub fn register(keys: &mut Keys<'_>, waiter: &std::sync::Arc<Waiter>) {
+    for key in &waiter.keys {
+        let shard = keys.shard(shard_of(hash_bytes(key)));
+        shard
+            .blocked
+            .entry((waiter.db, key.clone()))
+            .or_default()
+            .push_back(waiter.clone());
+    }
+}
+
+/// Removes `waiter` from every queue it is in (after it was served, timed out or its
+/// client left). Locks the shards one at a time.
+pub fn unregister(space: &crate::keyspace::Keyspace, waiter: &std::sync::Arc<Waiter>) {
+    for key in &waiter.keys {
+        let mut shard = space.lock_shard(shard_of(hash_bytes(key)));
+        let k = (waiter.db, key.clone());
+        if let Some(queue) = shard.blocked.get_mut(&k) {
+            queue.retain(|w| !std::sync::Arc::ptr_eq(w, waiter));
+            if queue.is_empty() {
+                shard.blocked.remove(&k);
+            }
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! Pub/sub commands: SUBSCRIBE, UNSUBSCRIBE, PSUBSCRIBE, PUNSUBSCRIBE, PUBLISH, PUBSUB.
+//!
+//! Confirmations (`subscribe`, `unsubscribe`, ...) are written as push messages: plain
+//! arrays in RESP2, `>` pushes in RESP3. Messages themselves are delivered by the
+//! connection loop from the subscriber's queue; see [`crate::pubsub`].
+
+use std::sync::atomic::Ordering;
+
+use super::{cmd, container, flag, Command, Ctx, KeySpec};
+use crate::pubsub::Subscriber;
+use crate::resp::Args;
+use crate::server::Server;
+use crate::session::{Session, Subscriptions};
+
+const PS: u32 = flag::PUBSUB | flag::NOSCRIPT | flag::LOADING | flag::STALE;
+const CTX: u32 = PS | flag::PUBSUB_CONTEXT;
+
+pub static COMMANDS: &[Command] = &[
+    cmd(
+        "subscribe",
+        -2,
+        CTX,
+        KeySpec::None,
+        subscribe,
+        "pubsub",
+        "Listens for messages published to channels.",
+        "2.0.0",
+    ),
+    cmd(
+        "unsubscribe",
+        -1,
+        CTX,
+        KeySpec::None,
+        unsubscribe,
+        "pubsub",
+        "Stops listening to messages posted to channels.",
+        "2.0.0",
+    ),
+    cmd(
+        "psubscribe",
+        -2,
+        CTX,
+        KeySpec::None,
+        psubscribe,
+        "pubsub",
+        "Listens for messages published to channels that match one or more patterns.",
+        "2.0.0",
+    ),
+    cmd(
+        "punsubscribe",
+        -1,
+        CTX,
+        KeySpec::None,
+        punsubscribe,
+        "pubsub",
+        "Stops listening to messages published to channels that match one or more patterns.",
+        "2.0.0",
+    ),
+    cmd(
+        "publish",
+        3,
+        PS | flag::FAST,
+        KeySpec::None,
+        publish,
+        "pubsub",
+        "Posts a message to a channel.",
+        "2.0.0",
+    ),
+    container(
+        "pubsub",
+        "pubsub",
+        "A container for Pub/Sub commands.",
+        "2.8.0",
+        PUBSUB_SUBCOMMANDS,
+    ),
+];
+
+static PUBSUB_SUBCOMMANDS: &[Command] = &[
+    cmd(
+        "pubsub|channels",
+        -2,
+        PS,
+        KeySpec::None,
+        pubsub_channels,
+        "pubsub",
+        "Returns the active channels.",
+        "2.8.0",
+    ),
+    cmd(
+        "pubsub|numsub",
+        -2,
+        PS,
+        KeySpec::None,
+        pubsub_numsub,
+        "pubsub",
+        "Returns a count of subscribers to channels.",
+        "2.8.0",
+    ),
+    cmd(
+        "pubsub|numpat",
+        2,
+        PS,
+        KeySpec::None,
+        pubsub_numpat,
+        "pubsub",
+        "Returns a count of unique pattern subscriptions.",
+        "2.8.0",
+    ),
+    cmd(
+        "pubsub|help",
+        2,
+        flag::LOADING | flag::STALE,
+        KeySpec::None,
+        pubsub_help,
+        "pubsub",
+        "Returns helpful text about the different subcommands.",
+        "6.2.0",
+    ),
+];
+
+/// The client's subscription state, created on first use. The connection loop reads
+/// messages from `Subscriptions::rx` while it waits for input.
+fn subs<'s>(session: &'s mut Session) -> &'s mut Subscriptions {
+    let info = session.info.clone();
+    session.subs.get_or_insert_with(|| {
+        let (subscriber, rx) = Subscriber::new(info);
+        Subscriptions {
+            subscriber,
+            rx,
+            channels: Default::default(),
+            patterns: Default::default(),
+        }
+    })
+}
+
+fn confirm(ctx: &mut Ctx<'_>, kind: &[u8], name: Option<&[u8]>, count: usize) {
+    ctx.reply.push(3);
+    ctx.reply.bulk(kind);
+    match name {
+        Some(n) => ctx.reply.bulk(n),
+        None => ctx.reply.null_bulk(),
+    }
+    ctx.reply.int(count as i64);
+}
+
+fn update_counts(session: &Session) {
+    if let Some(s) = &session.subs {
+        session
+            .info
+            .subscriptions
+            .store(s.channels.len(), Ordering::Relaxed);
+        session
+            .info
+            .pattern_subscriptions
+            .store(s.patterns.len(), Ordering::Relaxed);
+    }
+}
+
+fn subscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    if ctx.in_exec {
+        return ctx
+            .reply
+            .error("ERR SUBSCRIBE isn't allowed for a DENY BLOCKING client");
+    }
+    for ch in args.iter().skip(1) {
+        let server = ctx.server;
+        let s = subs(ctx.session);
+        if server.pubsub.subscribe(ch, &s.subscriber) {
+            s.channels.insert(ch.to_vec());
+        }
+        let count = s.count();
+        confirm(ctx, b"subscribe", Some(ch), count);
+    }
+    update_counts(ctx.session);
+}
+
+fn psubscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    if ctx.in_exec {
+        return ctx
+            .reply
+            .error("ERR PSUBSCRIBE isn't allowed for a DENY BLOCKING client");
+    }
+    for pat in args.iter().skip(1) {
+        let server = ctx.server;
+        let s = subs(ctx.session);
+        if server.pubsub.psubscribe(pat, &s.subscriber) {
+            s.patterns.insert(pat.to_vec());
+        }
+        let count = s.count();
+        confirm(ctx, b"psubscribe", Some(pat), count);
+    }
+    update_counts(ctx.session);
+}
+
+fn unsubscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let server = ctx.server;
+    let names: Vec<Vec<u8>> = if args.len() > 1 {
+        args.iter().skip(1).map(|a| a.to_vec()).collect()
+    } else {
+        ctx.session
+            .subs
+            .as_ref()
+            .map(|s| s.channels.iter().cloned().collect())
+            .unwrap_or_default()
+    };
+    if names.is_empty() {
+        let count = ctx.session.subs.as_ref().map_or(0, |s| s.count());
+        return confirm(ctx, b"unsubscribe", None, count);
+    }
+    for ch in names {
+        let count = match &mut ctx.session.subs {
+            Some(s) => {
+                if s.channels.remove(&ch) {
+                    server.pubsub.unsubscribe(&ch, &s.subscriber);
+                }
+                s.count()
+            }
+            None => 0,
+        };
+        confirm(ctx, b"unsubscribe", Some(&ch), count);
+    }
+    update_counts(ctx.session);
+}
+
+fn punsubscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let server = ctx.server;
+    let names: Vec<Vec<u8>> = if args.len() > 1 {
+        args.iter().skip(1).map(|a| a.to_vec()).collect()
+    } else {
+        ctx.session
+            .subs
+            .as_ref()
+            .map(|s| s.patterns.iter().cloned().collect())
+            .unwrap_or_default()
+    };
+    if names.is_empty() {
+        let count = ctx.session.subs.as_ref().map_or(0, |s| s.count());
+        return confirm(ctx, b"punsubscribe", None, count);
+    }
+    for pat in names {
+        let count = match &mut ctx.session.subs {
+            Some(s) => {
+                if s.patterns.remove(&pat) {
+                    server.pubsub.punsubscribe(&pat, &s.subscriber);
+                }
+                s.count()
+            }
+            None => 0,
+        };
+        confirm(ctx, b"punsubscribe", Some(&pat), count);
+    }
+    update_counts(ctx.session);
+}
+
+/// Drops every subscription (RESET, disconnect).
+pub fn unsubscribe_everything(server: &Server, session: &mut Session) {
+    if let Some(s) = session.subs.take() {
+        for ch in &s.channels {
+            server.pubsub.unsubscribe(ch, &s.subscriber);
+        }
+        for p in &s.patterns {
+            server.pubsub.punsubscribe(p, &s.subscriber);
+        }
+        session.info.subscriptions.store(0, Ordering::Relaxed);
+        session
+            .info
+            .pattern_subscriptions
+            .store(0, Ordering::Relaxed);
+    }
+}
+
+fn publish(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let limit = ctx.server.config.with_settings(|s| s.pubsub_output_limit);
+    let n = ctx
+        .server
+        .pubsub
+        .publish(args.get(1), args.get(2), limit, ctx.keys.now_ms);
+    ctx.server
+        .stats
+        .pubsub_messages
+        .fetch_add(1, Ordering::Relaxed);
+    ctx.reply.int(n as i64);
+}
+
+fn pubsub_channels(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    if args.len() > 3 {
+        return ctx
+            .reply
+            .error("ERR wrong number of arguments for 'pubsub|channels' command");
+    }
+    let pattern = (args.len() == 3).then(|| args.get(2));
+    let chans = ctx.server.pubsub.channels(pattern);
+    ctx.reply.array(chans.len());
+    for c in chans {
+        ctx.reply.bulk(&c);
+    }
+}
+
+fn pubsub_numsub(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    ctx.reply.map(args.len() - 2);
+    for ch in args.iter().skip(2) {
+        ctx.reply.bulk(ch);
+        let n = ctx.server.pubsub.numsub(ch);
+        ctx.reply.int(n as i64);
+    }
+}
+
+fn pubsub_numpat(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
+    let n = ctx.server.pubsub.numpat();
+    ctx.reply.int(n as i64);
+}
+
+fn pubsub_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
+    let lines = [
+        "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "CHANNELS [<pattern>]",
+        "    Return the currently active channels matching a <pattern> (default: '*').",
+        "NUMPAT",
+        "    Return number of subscriptions to patterns.",
+        "NUMSUB [<channel> ...]",
+        "    Return the number of subscribers for the specified channels, excluding",
+        "    pattern subscriptions(default: no channels).",
+        "HELP",
+        "    Print this help.",
+    ];
+    ctx.reply.array(lines.len());
+    for l in lines {
+        ctx.reply.simple(l);
+    }
+}

@@ -1,0 +1,521 @@
+//! The connection loop: read, parse, execute, reply.
+//!
+//! ```text
+//!   ┌──────────── wait until readable (or a pub/sub message, or a blocked-key wake-up)
+//!   │   read once into the query buffer
+//!   │   parse and execute every complete command, appending replies to one buffer
+//!   │   AOF: make the batch's records as durable as appendfsync promises
+//!   │   write the reply buffer with one write(2)
+//!   └── loop
+//! ```
+//!
+//! Replies to a pipelined batch go out in one write, not one write per reply; that is
+//! what makes `redis-benchmark -P 16` fast. And with `appendfsync always` the whole
+//! batch shares one fsync (and, through the log's group commit, shares it with other
+//! connections' batches too).
+//!
+//! Readiness: we use tokio's `AsyncFd` directly instead of `TcpStream`. A read that
+//! returns fewer bytes than the buffer had room for means the kernel's receive queue
+//! was empty at that moment, so we clear read readiness ourselves instead of issuing
+//! one more `read(2)` just to see EAGAIN, which is what a generic reader must do. On a
+//! busy server that saves a system call per request. (`clear_ready` is race free:
+//! tokio only clears readiness it has not been told about again since the guard was
+//! taken.)
+//!
+//! Bad input: a protocol error is answered with `-ERR Protocol error: ...` and the
+//! connection is closed, because the stream cannot be resynchronised. A client whose
+//! unparsed input exceeds `client-query-buffer-limit` is closed too.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+use crate::blocking::Waiter;
+use crate::cmd::{execute, Action, Batch};
+use crate::pubsub::Message;
+use crate::resp::{ArgBuf, Limits, OwnedArgs, Parsed, Protocol, Reply};
+use crate::server::Server;
+use crate::session::Session;
+
+/// Initial and minimum free space of the query buffer (Redis's PROTO_IOBUF_LEN).
+const READ_CHUNK: usize = 16 * 1024;
+/// A reply buffer larger than this is freed after it is written, so one big reply
+/// (LRANGE of a million elements) does not pin memory for the connection's lifetime.
+const KEEP_OUTPUT_CAPACITY: usize = 64 * 1024;
+
+/// The query buffer: bytes `start..end` of `buf` are read but not yet parsed.
+struct QueryBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl QueryBuf {
+    fn new() -> Self {
+        QueryBuf {
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn pending_len(&self) -> usize {
+        self.end - self.start
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        debug_assert!(self.start <= self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Makes room for at least `READ_CHUNK` more bytes (and for a whole frame of
+    /// `frame` bytes when the parser knows it), moving unparsed bytes to the front.
+    fn reserve(&mut self, frame: Option<usize>) {
+        let want = frame.unwrap_or(0).max(self.pending_len() + READ_CHUNK);
+        if self.buf.len() - self.end >= READ_CHUNK && self.buf.len() - self.start >= want {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() < want {
+            self.buf.resize(want.next_power_of_two(), 0);
+        }
+    }
+
+    /// Gives back a large buffer once it is empty.
+    fn shrink_if_idle(&mut self) {
+        if self.pending_len() == 0 && self.buf.len() > 4 * READ_CHUNK {
+            self.buf = vec![0; READ_CHUNK];
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+}
+
+/// Why the loop ended.
+enum Exit {
+    Closed,
+    Error,
+}
+
+pub async fn serve(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
+    let local = stream.local_addr().unwrap_or(peer);
+    let std_stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "into_std failed");
+            return;
+        }
+    };
+    let _ = std_stream.set_nodelay(true);
+    let fd = std_stream.as_raw_fd();
+    // SAFETY: a std TcpStream owns its descriptor and returns the same one from
+    // as_raw_fd() until it is dropped, which happens only when the AsyncFd is dropped.
+    let registered = unsafe {
+        AsyncFd::register_with_interest(std_stream, Interest::READABLE | Interest::WRITABLE)
+    };
+    let sock = match registered {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "registering socket failed");
+            return;
+        }
+    };
+    let info = server.clients.register(peer, local, fd);
+    let auth_required = server.config.live.auth_required.load(Ordering::Relaxed);
+    let mut session = Session::new(info.clone(), !auth_required);
+    let mut conn = Conn {
+        server: &server,
+        sock: &sock,
+        query: QueryBuf::new(),
+        out: Vec::with_capacity(READ_CHUNK),
+        args: ArgBuf::new(),
+        pending_lsn: None,
+    };
+    let exit = conn.run(&mut session).await;
+    if let Exit::Error = exit {
+        tracing::debug!(client = session.id, "connection closed after an error");
+    }
+    // Cleanup, in the order Redis frees a client: transactions, subscriptions, registry.
+    crate::cmd::transactions::unwatch_all(&server, &mut session);
+    crate::cmd::pubsub::unsubscribe_everything(&server, &mut session);
+    server.clients.unregister(session.id);
+    info.forget_fd();
+    drop(sock);
+}
+
+struct Conn<'a> {
+    server: &'a Arc<Server>,
+    sock: &'a AsyncFd<std::net::TcpStream>,
+    query: QueryBuf,
+    out: Vec<u8>,
+    args: ArgBuf,
+    /// The AOF and the record this connection must make durable before replying.
+    pending_lsn: Option<(Arc<crate::aof::Aof>, u64)>,
+}
+
+impl Conn<'_> {
+    async fn run(&mut self, session: &mut Session) -> Exit {
+        loop {
+            // Wait for input, or deliver pub/sub messages while waiting.
+            match self.read(session).await {
+                Ok(true) => {}
+                Ok(false) => return Exit::Closed,
+                Err(_) => return Exit::Error,
+            }
+            let action = match self.process(session) {
+                Ok(a) => a,
+                Err(()) => {
+                    let _ = self.flush().await;
+                    return Exit::Closed;
+                }
+            };
+            if self.flush().await.is_err() {
+                return Exit::Error;
+            }
+            match action {
+                None => {}
+                Some(Action::Close) => return Exit::Closed,
+                Some(Action::Shutdown) => {
+                    self.server.shutdown.trigger();
+                    return Exit::Closed;
+                }
+                Some(Action::Sleep(d)) => tokio::time::sleep(d).await,
+                Some(Action::Block {
+                    waiter,
+                    timeout,
+                    retry,
+                }) => {
+                    match self.block(session, waiter, retry, timeout).await {
+                        Ok(true) => {}
+                        Ok(false) => return Exit::Closed,
+                        Err(_) => return Exit::Error,
+                    }
+                    // Commands pipelined behind the blocking one run now.
+                    match self.process(session) {
+                        Ok(Some(Action::Close)) | Err(()) => {
+                            let _ = self.flush().await;
+                            return Exit::Closed;
+                        }
+                        _ => {}
+                    }
+                    if self.flush().await.is_err() {
+                        return Exit::Error;
+                    }
+                }
+            }
+            self.query.shrink_if_idle();
+            if self.out.capacity() > KEEP_OUTPUT_CAPACITY {
+                self.out = Vec::with_capacity(READ_CHUNK);
+            }
+        }
+    }
+
+    /// Reads once. Returns false at end of stream. Pub/sub messages that arrive while
+    /// waiting are written out as they come.
+    async fn read(&mut self, session: &mut Session) -> io::Result<bool> {
+        loop {
+            self.query.reserve(None);
+            let mut guard = match &mut session.subs {
+                None => self.sock.readable().await?,
+                Some(subs) => {
+                    tokio::select! {
+                        biased;
+                        g = self.sock.readable() => g?,
+                        msg = subs.rx.recv() => {
+                            if let Some(msg) = msg {
+                                let sub = subs.subscriber.clone();
+                                let mut bytes = encode_message(&mut self.out, session.proto, &msg);
+                                // Drain whatever else is queued into the same write.
+                                while let Ok(m) = subs.rx.try_recv() {
+                                    bytes += encode_message(&mut self.out, session.proto, &m);
+                                }
+                                self.flush().await?;
+                                sub.written(bytes);
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            let space = self.query.buf.len() - self.query.end;
+            let end = self.query.end;
+            let result = guard.try_io(|s| (&*s.get_ref()).read(&mut self.query.buf[end..]));
+            match result {
+                Ok(Ok(0)) => return Ok(false),
+                Ok(Ok(n)) => {
+                    if n < space {
+                        // A short read drained the socket; skip the EAGAIN read.
+                        guard.clear_ready_matching(tokio::io::Ready::READABLE);
+                    }
+                    self.query.end += n;
+                    self.server
+                        .stats
+                        .net_input_bytes
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    return Ok(true);
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Executes every complete command in the query buffer. Stops early at a command
+    /// that needs the connection loop (QUIT, a blocking command, DEBUG SLEEP).
+    /// `Err(())` means the connection must close after flushing (protocol error, query
+    /// buffer limit).
+    fn process(&mut self, session: &mut Session) -> Result<Option<Action>, ()> {
+        let server = &**self.server;
+        let live = &server.config.live;
+        let limits = Limits {
+            max_bulk_len: live.proto_max_bulk_len.load(Ordering::Relaxed),
+            max_multibulk_len: live.proto_max_multibulk_len.load(Ordering::Relaxed),
+            unauthenticated: !session.authenticated && live.auth_required.load(Ordering::Relaxed),
+        };
+        let mut batch = Batch::new(server);
+        let mut action = None;
+        loop {
+            let pending = self.query.pending();
+            if pending.is_empty() {
+                break;
+            }
+            match self.args.parse(pending, &limits) {
+                Ok(Parsed::Command { consumed }) => {
+                    let args = self.args.args(pending);
+                    let result = execute(server, session, &args, &mut self.out, &mut batch);
+                    self.query.consume(consumed);
+                    if result.is_some() {
+                        action = result;
+                        break;
+                    }
+                }
+                Ok(Parsed::Nothing { consumed }) => self.query.consume(consumed),
+                Ok(Parsed::Incomplete { at_least }) => {
+                    let limit = live.client_query_buffer_limit.load(Ordering::Relaxed);
+                    if self.query.pending_len() > limit || at_least.is_some_and(|n| n > limit) {
+                        tracing::warn!(
+                            client = session.id,
+                            "closing client that reached max query buffer length"
+                        );
+                        return Err(());
+                    }
+                    self.query.reserve(at_least);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(client = session.id, error = %e, "protocol error");
+                    Reply::new(&mut self.out, session.proto).error(&format!("ERR {e}"));
+                    return Err(());
+                }
+            }
+        }
+        self.note_aof(&batch);
+        Ok(action)
+    }
+
+    /// Remembers the highest AOF record a batch appended; `flush` makes it durable
+    /// before any reply of the batch is sent.
+    fn note_aof(&mut self, batch: &Batch) {
+        if let (Some(aof), lsn) = (&batch.aof, batch.aof_lsn) {
+            if lsn > 0 {
+                let prev = self.pending_lsn.as_ref().map_or(0, |(_, l)| *l);
+                self.pending_lsn = Some((aof.clone(), lsn.max(prev)));
+            }
+        }
+    }
+
+    /// Waits as a blocked client until served, timed out, or disconnected.
+    /// Returns false if the client went away.
+    async fn block(
+        &mut self,
+        session: &mut Session,
+        mut waiter: Arc<Waiter>,
+        retry: OwnedArgs,
+        timeout: Option<Duration>,
+    ) -> io::Result<bool> {
+        let server = &**self.server;
+        session.info.blocked.store(true, Ordering::Relaxed);
+        let mut deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let connected = loop {
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = waiter.notify.notified() => {
+                    if waiter.is_delivered() {
+                        self.out.extend_from_slice(&waiter.take_reply());
+                        break true;
+                    }
+                    if waiter.is_claimed() {
+                        // Claimed, reply on its way: the next notification brings it.
+                        continue;
+                    }
+                    // Poked: data arrived that the pusher could not move for us. Leave
+                    // the queues and run the command again as a normal command.
+                    if !waiter.cancel() {
+                        continue;
+                    }
+                    crate::blocking::unregister(&server.keyspace, &waiter);
+                    let mut batch = Batch::new(server);
+                    let action = execute(server, session, &retry.as_args(), &mut self.out, &mut batch);
+                    self.note_aof(&batch);
+                    match action {
+                        Some(Action::Block { waiter: again, .. }) => {
+                            waiter = again;
+                            continue;
+                        }
+                        _ => break true,
+                    }
+                }
+                _ = sleep => {
+                    if waiter.cancel() {
+                        Reply::new(&mut self.out, session.proto).null_array();
+                        break true;
+                    }
+                    // Served at the last moment; wait for the reply.
+                    deadline = None;
+                }
+                ready = self.sock.readable() => {
+                    // Keep reading while blocked, to notice a client that leaves. What
+                    // it sends meanwhile waits in the query buffer.
+                    let mut guard = ready?;
+                    self.query.reserve(None);
+                    let space = self.query.buf.len() - self.query.end;
+                    let end = self.query.end;
+                    match guard.try_io(|s| (&*s.get_ref()).read(&mut self.query.buf[end..])) {
+                        Ok(Ok(0)) => {
+                            waiter.cancel();
+                            break false;
+                        }
+                        Ok(Ok(n)) => {
+                            if n < space {
+                                guard.clear_ready_matching(tokio::io::Ready::READABLE);
+                            }
+                            self.query.end += n;
+                        }
+                        Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Ok(Err(e)) => {
+                            waiter.cancel();
+                            crate::blocking::unregister(&server.keyspace, &waiter);
+                            session.info.blocked.store(false, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                        Err(_would_block) => {}
+                    }
+                }
+            }
+        };
+        crate::blocking::unregister(&server.keyspace, &waiter);
+        session.info.blocked.store(false, Ordering::Relaxed);
+        Ok(connected)
+    }
+
+    /// Writes the reply buffer. First makes this batch's AOF records as durable as
+    /// `appendfsync` promises: written to the OS for everysec/no, fsynced for always.
+    async fn flush(&mut self) -> io::Result<()> {
+        if let Some((aof, lsn)) = self.pending_lsn.take() {
+            if let Err(e) = aof.commit(lsn).await {
+                tracing::error!(error = %e, "AOF commit failed; closing client without acknowledging");
+                return Err(io::Error::other(e));
+            }
+        }
+        let mut written = 0;
+        while written < self.out.len() {
+            let mut guard = self.sock.writable().await?;
+            match guard.try_io(|s| (&*s.get_ref()).write(&self.out[written..])) {
+                Ok(Ok(n)) => written += n,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => {}
+            }
+        }
+        self.server
+            .stats
+            .net_output_bytes
+            .fetch_add(written as u64, Ordering::Relaxed);
+        self.out.clear();
+        Ok(())
+    }
+}
+
+/// Appends a published message in the client's protocol; returns the bytes written
+/// (accounted against the output buffer limit).
+fn encode_message(out: &mut Vec<u8>, proto: Protocol, msg: &Message) -> usize {
+    let before = out.len();
+    let mut r = Reply::new(out, proto);
+    match &msg.pattern {
+        Some(pattern) => {
+            r.push(4);
+            r.bulk(b"pmessage");
+            r.bulk(pattern);
+        }
+        None => {
+            r.push(3);
+            r.bulk(b"message");
+        }
+    }
+    r.bulk(&msg.channel);
+    r.bulk(&msg.payload);
+    debug_assert!(out.len() > before);
+    // The pending count grew by `msg.size()` when the message was queued.
+    msg.size()
+}
+
+/// The service minicore's lifecycle runs: one task per connection.
+pub struct KvService {
+    pub server: Arc<Server>,
+}
+
+impl minicore::lifecycle::Service for KvService {
+    async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        slot: minicore::lifecycle::Slot,
+    ) {
+        serve(self.server.clone(), stream, peer).await;
+        drop(slot);
+    }
+
+    async fn rejected(self: Arc<Self>, stream: TcpStream, _peer: SocketAddr) {
+        use tokio::io::AsyncWriteExt;
+        self.server
+            .clients
+            .rejected_connections
+            .fetch_add(1, Ordering::Relaxed);
+        let mut stream = stream;
+        let _ = stream
+            .write_all(b"-ERR max number of clients reached\r\n")
+            .await;
+        let _ = stream.shutdown().await;
+    }
+
+    fn shutting_down(&self) {
+        // Half-close every client: each finishes the commands it has read, flushes
+        // its replies, sees end-of-file and exits.
+        self.server.clients.kill_all();
+    }
+}

@@ -1,0 +1,243 @@
+//! Pub/sub: who is subscribed to what, and delivery of published messages.
+//!
+//! Channel subscriptions are split into shards by channel hash, so PUBLISH to
+//! different channels does not contend. Pattern subscriptions are few in practice and
+//! live in one list that every PUBLISH scans, as in Redis.
+//!
+//! Delivery is a queue per subscriber: PUBLISH pushes the message into the queue of
+//! every matching subscriber and returns; the subscriber's connection task encodes
+//! and writes it (a RESP2 array or a RESP3 push). The bytes a subscriber has not
+//! written yet are counted, and a subscriber that falls too far behind is
+//! disconnected, using Redis's `client-output-buffer-limit pubsub` rule: over the hard
+//! limit at once, or over the soft limit for longer than the soft period. Without this
+//! one slow consumer could make the server buffer without bound.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::mpsc;
+
+use crate::clients::ClientInfo;
+use crate::config::OutputLimit;
+use crate::keyspace::hash_bytes;
+
+const SHARDS: usize = 16;
+
+/// A message on its way to one subscriber.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The pattern that matched, for PSUBSCRIBE deliveries.
+    pub pattern: Option<Arc<[u8]>>,
+    pub channel: Arc<[u8]>,
+    pub payload: Arc<[u8]>,
+}
+
+impl Message {
+    /// Approximate encoded size, for the output buffer limit.
+    pub fn size(&self) -> usize {
+        self.channel.len() + self.payload.len() + self.pattern.as_ref().map_or(0, |p| p.len()) + 48
+    }
+}
+
+/// The receiving end of a subscribed client, shared with the registry.
+#[derive(Debug)]
+pub struct Subscriber {
+    pub client: Arc<ClientInfo>,
+    tx: mpsc::UnboundedSender<Message>,
+    /// Bytes queued but not yet written to the socket.
+    pending: AtomicUsize,
+    /// When `pending` first went over the soft limit (Unix ms), 0 if it is under.
+    over_soft_since: AtomicU64,
+}
+
+impl Subscriber {
+    pub fn new(client: Arc<ClientInfo>) -> (Arc<Subscriber>, mpsc::UnboundedReceiver<Message>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Arc::new(Subscriber {
+                client,
+                tx,
+                pending: AtomicUsize::new(0),
+                over_soft_since: AtomicU64::new(0),
+            }),
+            rx,
+        )
+    }
+
+    /// Called by the connection after writing a message out.
+    pub fn written(&self, bytes: usize) {
+        self.pending.fetch_sub(
+            bytes.min(self.pending.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Queues a message, or disconnects the subscriber if it is over its limits.
+    /// Returns whether the message was queued.
+    fn deliver(&self, msg: Message, limit: OutputLimit, now_ms: u64) -> Option<bool> {
+        let size = msg.size();
+        let pending = self.pending.fetch_add(size, Ordering::Relaxed) + size;
+        if limit.hard > 0 && pending as u64 > limit.hard {
+            return Some(false);
+        }
+        if limit.soft > 0 && pending as u64 > limit.soft {
+            let since = self.over_soft_since.load(Ordering::Relaxed);
+            if since == 0 {
+                self.over_soft_since.store(now_ms, Ordering::Relaxed);
+            } else if now_ms.saturating_sub(since) > limit.soft_secs * 1000 {
+                return Some(false);
+            }
+        } else {
+            self.over_soft_since.store(0, Ordering::Relaxed);
+        }
+        Some(self.tx.send(msg).is_ok())
+    }
+}
+
+#[derive(Default)]
+pub struct PubSub {
+    channels: [Mutex<HashMap<Vec<u8>, Vec<Arc<Subscriber>>>>; SHARDS],
+    patterns: RwLock<Vec<(Vec<u8>, Arc<Subscriber>)>>,
+}
+
+fn shard(channel: &[u8]) -> usize {
+    (hash_bytes(channel) as usize) % SHARDS
+}
+
+impl PubSub {
+    /// Adds a channel subscription; false if it already existed.
+    pub fn subscribe(&self, channel: &[u8], sub: &Arc<Subscriber>) -> bool {
+        let mut map = self.channels[shard(channel)].lock();
+        let subs = map.entry(channel.to_vec()).or_default();
+        if subs.iter().any(|s| Arc::ptr_eq(s, sub)) {
+            return false;
+        }
+        subs.push(sub.clone());
+        true
+    }
+
+    pub fn unsubscribe(&self, channel: &[u8], sub: &Arc<Subscriber>) -> bool {
+        let mut map = self.channels[shard(channel)].lock();
+        let Some(subs) = map.get_mut(channel) else {
+            return false;
+        };
+        let before = subs.len();
+        subs.retain(|s| !Arc::ptr_eq(s, sub));
+        let removed = subs.len() != before;
+        if subs.is_empty() {
+            map.remove(channel);
+        }
+        removed
+    }
+
+    pub fn psubscribe(&self, pattern: &[u8], sub: &Arc<Subscriber>) -> bool {
+        let mut pats = self.patterns.write();
+        if pats
+            .iter()
+            .any(|(p, s)| p == pattern && Arc::ptr_eq(s, sub))
+        {
+            return false;
+        }
+        pats.push((pattern.to_vec(), sub.clone()));
+        true
+    }
+
+    pub fn punsubscribe(&self, pattern: &[u8], sub: &Arc<Subscriber>) -> bool {
+        let mut pats = self.patterns.write();
+        let before = pats.len();
+        pats.retain(|(p, s)| !(p == pattern && Arc::ptr_eq(s, sub)));
+        pats.len() != before
+    }
+
+    /// Delivers a message; returns how many subscribers received it.
+    pub fn publish(
+        &self,
+        channel: &[u8],
+        payload: &[u8],
+        limit: OutputLimit,
+        now_ms: u64,
+    ) -> usize {
+        let channel: Arc<[u8]> = channel.into();
+        let payload: Arc<[u8]> = payload.into();
+        let mut receivers = 0;
+        let mut too_slow = Vec::new();
+        {
+            let map = self.channels[shard(&channel)].lock();
+            if let Some(subs) = map.get(&channel[..]) {
+                for s in subs {
+                    let msg = Message {
+                        pattern: None,
+                        channel: channel.clone(),
+                        payload: payload.clone(),
+                    };
+                    match s.deliver(msg, limit, now_ms) {
+                        Some(true) => receivers += 1,
+                        Some(false) => too_slow.push(s.clone()),
+                        None => {}
+                    }
+                }
+            }
+        }
+        {
+            let pats = self.patterns.read();
+            for (pattern, s) in pats.iter() {
+                if crate::glob::matches(pattern, &channel, false) {
+                    let msg = Message {
+                        pattern: Some(pattern.as_slice().into()),
+                        channel: channel.clone(),
+                        payload: payload.clone(),
+                    };
+                    match s.deliver(msg, limit, now_ms) {
+                        Some(true) => receivers += 1,
+                        Some(false) => too_slow.push(s.clone()),
+                        None => {}
+                    }
+                }
+            }
+        }
+        for s in too_slow {
+            tracing::warn!(
+                client = s.client.id,
+                pending = s.pending(),
+                "closing pub/sub client over its output buffer limit"
+            );
+            s.client.kill();
+        }
+        receivers
+    }
+
+    /// Channels with at least one subscriber, optionally matching a pattern.
+    pub fn channels(&self, pattern: Option<&[u8]>) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for shard in &self.channels {
+            for ch in shard.lock().keys() {
+                if pattern.is_none_or(|p| crate::glob::matches(p, ch, false)) {
+                    out.push(ch.clone());
+                }
+            }
+        }
+        out
+    }
+
+    pub fn numsub(&self, channel: &[u8]) -> usize {
+        self.channels[shard(channel)]
+            .lock()
+            .get(channel)
+            .map_or(0, |s| s.len())
+    }
+
+    /// Number of distinct patterns subscribed (PUBSUB NUMPAT).
+    pub fn numpat(&self) -> usize {
+        let pats = self.patterns.read();
+        let mut uniq: Vec<&Vec<u8>> = pats.iter().map(|(p, _)| p).collect();
+        uniq.sort();
+        uniq.dedup();
+        uniq.len()
+    }
+}
