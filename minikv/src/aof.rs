@@ -353,7 +353,7 @@ impl Aof {
     }
 
     /// Starts a background rewrite (BGREWRITEAOF). Fails if one is already running.
-    pub fn start_rewrite(self: &Arc<Self>, server: &Arc<Server>) -> Result<(), String> {
+    pub fn start_rewrite(self: &Arc<Self>, server: &Server) -> Result<(), String> {
         if self
             .rewriting
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
@@ -479,7 +479,7 @@ impl Aof {
     }
 
     /// Starts a rewrite if the AOF grew past the auto-rewrite thresholds.
-    pub fn maybe_auto_rewrite(self: &Arc<Self>, server: &Arc<Server>) {
+    pub fn maybe_auto_rewrite(self: &Arc<Self>, server: &Server) {
         let (pct, min) = server
             .config
             .with_settings(|s| (s.auto_aof_rewrite_percentage, s.auto_aof_rewrite_min_size));

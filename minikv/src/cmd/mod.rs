@@ -414,6 +414,14 @@ pub fn execute(
         Reply::new(out, session.proto).error(crate::eviction::OOM_ERROR);
         return None;
     }
+    if command.flags & flag::WRITE != 0 {
+        if let Some(why) = batch.aof.as_ref().and_then(|a| a.failure()) {
+            // Like Redis's MISCONF: a write that cannot be logged is not accepted.
+            server.commands.record_rejected(idx);
+            Reply::new(out, session.proto).error(&why);
+            return None;
+        }
+    }
     if command.name == "exec" {
         return transactions::exec(server, session, out, batch);
     }

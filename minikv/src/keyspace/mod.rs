@@ -614,6 +614,39 @@ impl<'a> Keys<'a> {
         self.guards.shard(idx)
     }
 
+    /// Visits every shard in order, for commands whose key spec is `Walk` or `All`.
+    /// Inside EXEC (or for `All`) the command already holds every lock; otherwise
+    /// (`Walk`: KEYS, SCAN, DBSIZE, RANDOMKEY) each shard is locked for its own visit,
+    /// so a long walk never stops the whole server. Returning `false` from `f` stops.
+    pub fn for_each_shard(&mut self, mut f: impl FnMut(usize, &mut Shard) -> bool) {
+        if self.guards.holds_all() {
+            for (i, s) in self.guards.iter_mut() {
+                if !f(i, s) {
+                    return;
+                }
+            }
+        } else {
+            assert!(self.guards.is_empty(), "a walking command must not hold shard locks");
+            for i in 0..SHARDS {
+                let mut g = self.space.lock_shard(i);
+                if !f(i, &mut g) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs `f` on one shard, whether or not this command holds its lock (see
+    /// [`Keys::for_each_shard`]). SCAN uses it to resume at the shard its cursor names.
+    pub fn with_shard<T>(&mut self, idx: usize, f: impl FnOnce(&mut Shard) -> T) -> T {
+        if self.guards.holds(idx) {
+            f(self.guards.shard(idx))
+        } else {
+            assert!(self.guards.is_empty(), "a walking command must not hold shard locks");
+            f(&mut self.space.lock_shard(idx))
+        }
+    }
+
     // ----- typed access, with WRONGTYPE checks -----
 
     /// A string value for reading.
