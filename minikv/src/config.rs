@@ -166,7 +166,6 @@ pub struct Settings {
     pub databases: usize,
     pub auto_aof_rewrite_percentage: u64,
     pub auto_aof_rewrite_min_size: u64,
-    pub aof_load_truncated: bool,
     pub aof_load_corrupt: bool,
     pub pubsub_output_limit: OutputLimit,
     pub normal_output_limit: OutputLimit,
@@ -180,12 +179,20 @@ pub struct Config {
     settings: RwLock<Settings>,
 }
 
+/// A value parsed according to its parameter's [`Kind`].
+enum Parsed<'v> {
+    Int(i64),
+    Memory(u64),
+    Bool(bool),
+    Text(&'v str),
+}
+
 /// How a parameter's value is typed.
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     Bool,
     Int { min: i64, max: i64 },
-    Memory { max: u64 },
+    Memory { min: u64, max: u64 },
     Str,
     Enum(&'static [&'static str]),
     Special,
@@ -217,104 +224,48 @@ const POLICIES: &[&str] = &[
     "volatile-ttl",
 ];
 
+const I32: i64 = i32::MAX as i64;
+const I64: u64 = i64::MAX as u64;
+const MB: u64 = 1024 * 1024;
+
+const fn int(min: i64, max: i64) -> Kind {
+    Kind::Int { min, max }
+}
+
+const fn memory(min: u64, max: u64) -> Kind {
+    Kind::Memory { min, max }
+}
+
 /// Every parameter minikv understands. Anything else is rejected.
+#[rustfmt::skip]
 const PARAMS: &[Param] = &[
-    p("port", Kind::Int { min: 0, max: 65535 }, false),
+    p("port", int(0, 65535), false),
     p("bind", Kind::Special, false),
     p("dir", Kind::Str, false),
     p("appendonly", Kind::Bool, false),
-    p(
-        "appendfsync",
-        Kind::Enum(&["always", "everysec", "no"]),
-        true,
-    ),
+    p("appendfsync", Kind::Enum(&["always", "everysec", "no"]), true),
     p("appenddirname", Kind::Str, false),
-    p("maxmemory", Kind::Memory { max: u64::MAX / 2 }, true),
+    p("maxmemory", memory(0, u64::MAX / 2), true),
     p("maxmemory-policy", Kind::Enum(POLICIES), true),
-    p("maxmemory-samples", Kind::Int { min: 1, max: 64 }, true),
-    p(
-        "lfu-log-factor",
-        Kind::Int {
-            min: 0,
-            max: i32::MAX as i64,
-        },
-        true,
-    ),
-    p(
-        "lfu-decay-time",
-        Kind::Int {
-            min: 0,
-            max: i32::MAX as i64,
-        },
-        true,
-    ),
+    p("maxmemory-samples", int(1, 64), true),
+    p("lfu-log-factor", int(0, I32), true),
+    p("lfu-decay-time", int(0, I32), true),
     p("requirepass", Kind::Str, true),
-    p("databases", Kind::Int { min: 1, max: 1024 }, false),
-    p("hz", Kind::Int { min: 1, max: 500 }, true),
-    p(
-        "maxclients",
-        Kind::Int {
-            min: 1,
-            max: 1_000_000,
-        },
-        true,
-    ),
-    p(
-        "timeout",
-        Kind::Int {
-            min: 0,
-            max: i32::MAX as i64,
-        },
-        true,
-    ),
-    p(
-        "proto-max-bulk-len",
-        Kind::Memory {
-            max: i64::MAX as u64,
-        },
-        true,
-    ),
-    p(
-        "proto-max-multibulk-len",
-        Kind::Int {
-            min: 1,
-            max: i32::MAX as i64,
-        },
-        true,
-    ),
-    p(
-        "client-query-buffer-limit",
-        Kind::Memory {
-            max: i64::MAX as u64,
-        },
-        true,
-    ),
+    p("databases", int(1, 1024), false),
+    p("hz", int(1, 500), true),
+    p("maxclients", int(1, 1_000_000), true),
+    p("timeout", int(0, I32), true),
+    p("proto-max-bulk-len", memory(MB, I64), true),
+    p("proto-max-multibulk-len", int(1, I32), true),
+    p("client-query-buffer-limit", memory(MB, I64), true),
     p("client-output-buffer-limit", Kind::Special, true),
-    p(
-        "auto-aof-rewrite-percentage",
-        Kind::Int {
-            min: 0,
-            max: i32::MAX as i64,
-        },
-        true,
-    ),
-    p(
-        "auto-aof-rewrite-min-size",
-        Kind::Memory {
-            max: i64::MAX as u64,
-        },
-        true,
-    ),
-    p("aof-load-truncated", Kind::Bool, true),
+    p("auto-aof-rewrite-percentage", int(0, I32), true),
+    p("auto-aof-rewrite-min-size", memory(0, I64), true),
     p("aof-load-corrupt", Kind::Bool, true),
     p("save", Kind::Special, true),
-    p(
-        "loglevel",
-        Kind::Enum(&["debug", "verbose", "notice", "warning", "nothing"]),
-        true,
-    ),
-    p("io-threads", Kind::Int { min: 1, max: 128 }, false),
-    p("admin-port", Kind::Int { min: 0, max: 65535 }, false),
+    p("loglevel", Kind::Enum(&["debug", "verbose", "notice", "warning", "nothing"]), true),
+    p("io-threads", int(1, 128), false),
+    p("admin-port", int(0, 65535), false),
 ];
 
 /// A configuration error, worded like Redis's where Redis has one.
@@ -362,7 +313,6 @@ impl Config {
             databases: 16,
             auto_aof_rewrite_percentage: 100,
             auto_aof_rewrite_min_size: 64 * 1024 * 1024,
-            aof_load_truncated: true,
             aof_load_corrupt: false,
             pubsub_output_limit: OutputLimit {
                 hard: 32 << 20,
@@ -414,170 +364,103 @@ impl Config {
         if runtime && !param.mutable {
             return Err(ConfigError::Immutable(param.name.to_string()));
         }
-        let invalid = |reason: &str| ConfigError::Invalid {
-            name: param.name.to_string(),
-            reason: reason.to_string(),
-        };
-        let int = |min: i64, max: i64| -> Result<i64, ConfigError> {
-            let v: i64 = value
-                .parse()
-                .map_err(|_| invalid("argument couldn't be parsed into an integer"))?;
-            if v < min || v > max {
-                return Err(invalid(&format!(
-                    "argument must be between {min} and {max} inclusive"
-                )));
+        let invalid = |reason: &str| ConfigError::Invalid { name: param.name.to_string(), reason: reason.to_string() };
+        // Parse by the declared kind, so each range lives in one place: the table.
+        let parsed = match param.kind {
+            Kind::Int { min, max } => {
+                let v: i64 = value.parse().map_err(|_| invalid("argument couldn't be parsed into an integer"))?;
+                if v < min || v > max {
+                    return Err(invalid(&format!("argument must be between {min} and {max} inclusive")));
+                }
+                Parsed::Int(v)
             }
-            Ok(v)
-        };
-        let memory = |max: u64| -> Result<u64, ConfigError> {
-            let v =
-                parse_memory(value).ok_or_else(|| invalid("argument must be a memory value"))?;
-            if v > max {
-                return Err(invalid("argument must be a memory value"));
+            Kind::Memory { min, max } => match parse_memory(value) {
+                Some(v) if v >= min && v <= max => Parsed::Memory(v),
+                Some(_) if min > 0 => return Err(invalid(&format!("argument must be a memory value of at least {min} bytes"))),
+                _ => return Err(invalid("argument must be a memory value")),
+            },
+            Kind::Bool => match value.to_ascii_lowercase().as_str() {
+                "yes" => Parsed::Bool(true),
+                "no" => Parsed::Bool(false),
+                _ => return Err(invalid("argument must be 'yes' or 'no'")),
+            },
+            Kind::Enum(options) => {
+                if !options.iter().any(|o| o.eq_ignore_ascii_case(value)) {
+                    return Err(invalid(&format!("argument(s) must be one of the following: {}", options.join(", "))));
+                }
+                Parsed::Text(value)
             }
-            Ok(v)
+            Kind::Str | Kind::Special => Parsed::Text(value),
         };
-        let boolean = || -> Result<bool, ConfigError> {
-            match value.to_ascii_lowercase().as_str() {
-                "yes" => Ok(true),
-                "no" => Ok(false),
-                _ => Err(invalid("argument must be 'yes' or 'no'")),
-            }
-        };
-        if let Kind::Enum(options) = param.kind {
-            if !options.iter().any(|o| o.eq_ignore_ascii_case(value)) {
-                return Err(invalid(
-                    "argument(s) must be one of the following: "
-                        .to_string()
-                        .as_str(),
-                )
-                .with_options(options));
-            }
-        }
         let live = &self.live;
         let mut s = self.settings.write();
-        match param.name {
-            "port" => s.port = int(0, 65535)? as u16,
-            "bind" => {
-                let addrs: Vec<String> = value.split_whitespace().map(str::to_string).collect();
+        match (param.name, parsed) {
+            ("port", Parsed::Int(v)) => s.port = v as u16,
+            ("bind", Parsed::Text(v)) => {
+                let addrs: Vec<String> = v.split_whitespace().map(str::to_string).collect();
                 if addrs.is_empty() {
                     return Err(invalid("bind needs at least one address"));
                 }
                 s.bind = addrs;
             }
-            "dir" => s.dir = PathBuf::from(value),
-            "appendonly" => s.appendonly = boolean()?,
-            "appendfsync" => {
-                s.appendfsync = AppendFsync::parse(value).ok_or_else(|| invalid("bad value"))?
-            }
-            "appenddirname" => {
-                if value.is_empty() || value.contains('/') {
-                    return Err(invalid(
-                        "appenddirname can't be a path, just a directory name",
-                    ));
+            ("dir", Parsed::Text(v)) => s.dir = PathBuf::from(v),
+            ("appendonly", Parsed::Bool(v)) => s.appendonly = v,
+            ("appendfsync", Parsed::Text(v)) => s.appendfsync = AppendFsync::parse(v).ok_or_else(|| invalid("bad value"))?,
+            ("appenddirname", Parsed::Text(v)) => {
+                if v.is_empty() || v.contains('/') {
+                    return Err(invalid("appenddirname can't be a path, just a directory name"));
                 }
-                s.appenddirname = value.to_string();
+                s.appenddirname = v.to_string();
             }
-            "maxmemory" => live
-                .maxmemory
-                .store(memory(u64::MAX / 2)?, Ordering::Relaxed),
-            "maxmemory-policy" => {
-                live.set_policy(EvictionPolicy::parse(value).ok_or_else(|| invalid("bad policy"))?)
+            ("maxmemory", Parsed::Memory(v)) => live.maxmemory.store(v, Ordering::Relaxed),
+            ("maxmemory-policy", Parsed::Text(v)) => live.set_policy(EvictionPolicy::parse(v).ok_or_else(|| invalid("bad policy"))?),
+            ("maxmemory-samples", Parsed::Int(v)) => live.maxmemory_samples.store(v as u32, Ordering::Relaxed),
+            ("lfu-log-factor", Parsed::Int(v)) => live.lfu_log_factor.store(v as u32, Ordering::Relaxed),
+            ("lfu-decay-time", Parsed::Int(v)) => live.lfu_decay_time.store(v as u32, Ordering::Relaxed),
+            ("requirepass", Parsed::Text(v)) => {
+                s.requirepass = if v.is_empty() { None } else { Some(v.to_string()) };
+                live.auth_required.store(s.requirepass.is_some(), Ordering::Relaxed);
             }
-            "maxmemory-samples" => live
-                .maxmemory_samples
-                .store(int(1, 64)? as u32, Ordering::Relaxed),
-            "lfu-log-factor" => live
-                .lfu_log_factor
-                .store(int(0, i32::MAX as i64)? as u32, Ordering::Relaxed),
-            "lfu-decay-time" => live
-                .lfu_decay_time
-                .store(int(0, i32::MAX as i64)? as u32, Ordering::Relaxed),
-            "requirepass" => {
-                s.requirepass = if value.is_empty() {
-                    None
-                } else {
-                    Some(value.to_string())
-                };
-                live.auth_required
-                    .store(s.requirepass.is_some(), Ordering::Relaxed);
-            }
-            "databases" => s.databases = int(1, 1024)? as usize,
-            "hz" => live.hz.store(int(1, 500)? as u32, Ordering::Relaxed),
-            "maxclients" => live
-                .maxclients
-                .store(int(1, 1_000_000)? as usize, Ordering::Relaxed),
-            "timeout" => live
-                .timeout_secs
-                .store(int(0, i32::MAX as i64)? as u64, Ordering::Relaxed),
-            "proto-max-bulk-len" => {
-                let v = memory(i64::MAX as u64)?;
-                if v < 1024 * 1024 {
-                    return Err(invalid("argument must be at least 1mb"));
-                }
-                live.proto_max_bulk_len.store(v as usize, Ordering::Relaxed)
-            }
-            "proto-max-multibulk-len" => live
-                .proto_max_multibulk_len
-                .store(int(1, i32::MAX as i64)? as usize, Ordering::Relaxed),
-            "client-query-buffer-limit" => {
-                let v = memory(i64::MAX as u64)?;
-                if v < 1024 * 1024 {
-                    return Err(invalid("argument must be at least 1mb"));
-                }
-                live.client_query_buffer_limit
-                    .store(v as usize, Ordering::Relaxed)
-            }
-            "client-output-buffer-limit" => {
-                let words: Vec<&str> = value.split_whitespace().collect();
+            ("databases", Parsed::Int(v)) => s.databases = v as usize,
+            ("hz", Parsed::Int(v)) => live.hz.store(v as u32, Ordering::Relaxed),
+            ("maxclients", Parsed::Int(v)) => live.maxclients.store(v as usize, Ordering::Relaxed),
+            ("timeout", Parsed::Int(v)) => live.timeout_secs.store(v as u64, Ordering::Relaxed),
+            ("proto-max-bulk-len", Parsed::Memory(v)) => live.proto_max_bulk_len.store(v as usize, Ordering::Relaxed),
+            ("proto-max-multibulk-len", Parsed::Int(v)) => live.proto_max_multibulk_len.store(v as usize, Ordering::Relaxed),
+            ("client-query-buffer-limit", Parsed::Memory(v)) => live.client_query_buffer_limit.store(v as usize, Ordering::Relaxed),
+            ("client-output-buffer-limit", Parsed::Text(v)) => {
+                let words: Vec<&str> = v.split_whitespace().collect();
                 if words.is_empty() || words.len() % 4 != 0 {
-                    return Err(invalid(
-                        "Wrong number of arguments in buffer limit configuration.",
-                    ));
+                    return Err(invalid("Wrong number of arguments in buffer limit configuration."));
                 }
                 let mut pubsub = s.pubsub_output_limit;
                 let mut normal = s.normal_output_limit;
                 for chunk in words.chunks(4) {
-                    let parse = |w: &str| {
-                        parse_memory(w).ok_or_else(|| invalid("Error in hard, soft or soft_seconds setting in buffer limit configuration."))
-                    };
-                    let limit = OutputLimit {
-                        hard: parse(chunk[1])?,
-                        soft: parse(chunk[2])?,
-                        soft_secs: parse(chunk[3])?,
-                    };
+                    let parse = |w: &str| parse_memory(w).ok_or_else(|| invalid("Error in hard, soft or soft_seconds setting in buffer limit configuration."));
+                    let limit = OutputLimit { hard: parse(chunk[1])?, soft: parse(chunk[2])?, soft_secs: parse(chunk[3])? };
                     match chunk[0].to_ascii_lowercase().as_str() {
                         "pubsub" => pubsub = limit,
                         "normal" => normal = limit,
                         "replica" | "slave" => {}
-                        _ => {
-                            return Err(invalid(
-                                "Invalid client class specified in buffer limit configuration.",
-                            ))
-                        }
+                        _ => return Err(invalid("Invalid client class specified in buffer limit configuration.")),
                     }
                 }
                 s.pubsub_output_limit = pubsub;
                 s.normal_output_limit = normal;
             }
-            "auto-aof-rewrite-percentage" => {
-                s.auto_aof_rewrite_percentage = int(0, i32::MAX as i64)? as u64
-            }
-            "auto-aof-rewrite-min-size" => s.auto_aof_rewrite_min_size = memory(i64::MAX as u64)?,
-            "aof-load-truncated" => s.aof_load_truncated = boolean()?,
-            "aof-load-corrupt" => s.aof_load_corrupt = boolean()?,
-            "save" => {
+            ("auto-aof-rewrite-percentage", Parsed::Int(v)) => s.auto_aof_rewrite_percentage = v as u64,
+            ("auto-aof-rewrite-min-size", Parsed::Memory(v)) => s.auto_aof_rewrite_min_size = v,
+            ("aof-load-corrupt", Parsed::Bool(v)) => s.aof_load_corrupt = v,
+            ("save", Parsed::Text(v)) => {
                 // minikv has no RDB snapshots; only "no snapshotting" is meaningful.
-                if !value.trim().is_empty() {
-                    return Err(invalid(
-                        "minikv persists with the AOF only (appendonly yes); 'save' must be empty",
-                    ));
+                if !v.trim().is_empty() {
+                    return Err(invalid("minikv persists with the AOF only (appendonly yes); 'save' must be empty"));
                 }
             }
-            "loglevel" => s.loglevel = value.to_ascii_lowercase(),
-            "io-threads" => s.io_threads = int(1, 128)? as usize,
-            "admin-port" => s.admin_port = Some(int(0, 65535)? as u16),
-            other => unreachable!("parameter {other} declared but not handled"),
+            ("loglevel", Parsed::Text(v)) => s.loglevel = v.to_ascii_lowercase(),
+            ("io-threads", Parsed::Int(v)) => s.io_threads = v as usize,
+            ("admin-port", Parsed::Int(v)) => s.admin_port = Some(v as u16),
+            (name, _) => unreachable!("parameter {name} declared with a kind its setter does not handle"),
         }
         Ok(())
     }
@@ -624,7 +507,6 @@ impl Config {
             ),
             "auto-aof-rewrite-percentage" => s.auto_aof_rewrite_percentage.to_string(),
             "auto-aof-rewrite-min-size" => s.auto_aof_rewrite_min_size.to_string(),
-            "aof-load-truncated" => yes_no(s.aof_load_truncated),
             "aof-load-corrupt" => yes_no(s.aof_load_corrupt),
             "save" => String::new(),
             "loglevel" => s.loglevel.clone(),
@@ -687,22 +569,6 @@ impl Config {
                 .map_err(|e| format!("line {}: {e}", n + 1))?;
         }
         Ok(())
-    }
-}
-
-trait WithOptions {
-    fn with_options(self, options: &[&str]) -> Self;
-}
-
-impl WithOptions for ConfigError {
-    fn with_options(self, options: &[&str]) -> Self {
-        match self {
-            ConfigError::Invalid { name, reason } => ConfigError::Invalid {
-                name,
-                reason: format!("{reason}{}", options.join(",")),
-            },
-            other => other,
-        }
     }
 }
 

@@ -116,15 +116,13 @@ enum Exit {
     Error,
 }
 
-pub async fn serve(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
-    let local = stream.local_addr().unwrap_or(peer);
-    let std_stream = match stream.into_std() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(error = %e, "into_std failed");
-            return;
-        }
-    };
+/// Serves one client connection until it closes. Runs on one of the I/O workers.
+pub async fn serve(server: Arc<Server>, std_stream: std::net::TcpStream, peer: SocketAddr) {
+    let local = std_stream.local_addr().unwrap_or(peer);
+    if let Err(e) = std_stream.set_nonblocking(true) {
+        tracing::debug!(error = %e, "set_nonblocking failed");
+        return;
+    }
     let _ = std_stream.set_nodelay(true);
     let fd = std_stream.as_raw_fd();
     // SAFETY: a std TcpStream owns its descriptor and returns the same one from
@@ -484,22 +482,82 @@ fn encode_message(out: &mut Vec<u8>, proto: Protocol, msg: &Message) -> usize {
     msg.size()
 }
 
-/// The service minicore's lifecycle runs: one task per connection.
+/// The I/O workers: one thread per core, each running its own single-threaded tokio
+/// runtime, i.e. its own event loop, like a Redis event loop per core.
+///
+/// Accepted connections are handed out round-robin and stay on their worker for life.
+/// Nothing is stolen between workers, so a ready socket never costs a cross-thread
+/// wake-up; the only state the workers share is the keyspace's shard locks (and the
+/// AOF buffer's). A work-stealing runtime spends measurable time in futex wake-ups on a
+/// machine whose cores are also busy with clients.
+pub struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    next: std::sync::atomic::AtomicUsize,
+    stop: Arc<tokio::sync::Notify>,
+    threads: parking_lot::Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Workers {
+    pub fn start(count: usize) -> io::Result<Workers> {
+        assert!(count >= 1);
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let mut handles = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
+        for i in 0..count {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let stop = stop.clone();
+            let thread = std::thread::Builder::new().name(format!("minikv-io-{i}")).spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok(runtime.handle().clone()));
+                // Run until the server has drained its clients.
+                runtime.block_on(stop.notified());
+            })?;
+            handles.push(rx.recv().map_err(|e| io::Error::other(e.to_string()))??);
+            threads.push(thread);
+        }
+        Ok(Workers { handles, next: Default::default(), stop, threads: parking_lot::Mutex::new(threads) })
+    }
+
+    fn pick(&self) -> &tokio::runtime::Handle {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        &self.handles[i]
+    }
+
+    /// Stops the worker threads (after the lifecycle has drained every connection).
+    pub fn stop(&self) {
+        self.stop.notify_waiters();
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The service minicore's lifecycle runs: each connection goes to an I/O worker.
 pub struct KvService {
     pub server: Arc<Server>,
+    pub workers: Arc<Workers>,
 }
 
 impl minicore::lifecycle::Service for KvService {
-    async fn connection(
-        self: Arc<Self>,
-        stream: TcpStream,
-        peer: SocketAddr,
-        slot: minicore::lifecycle::Slot,
-    ) {
-        serve(self.server.clone(), stream, peer).await;
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, slot: minicore::lifecycle::Slot) {
+        // Move the socket from the accept loop's reactor to the worker's.
+        let std_stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "into_std failed");
+                return;
+            }
+        };
+        let task = self.workers.pick().spawn(serve(self.server.clone(), std_stream, peer));
+        let _ = task.await;
         drop(slot);
     }
-
     async fn rejected(self: Arc<Self>, stream: TcpStream, _peer: SocketAddr) {
         use tokio::io::AsyncWriteExt;
         self.server

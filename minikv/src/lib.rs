@@ -153,9 +153,10 @@ pub async fn start(config: Config) -> Result<Running, String> {
     ready.store(true, Ordering::Release);
 
     tokio::spawn(cron::run(server.clone()));
-    let service = Arc::new(connection::KvService {
-        server: server.clone(),
-    });
+    let workers = Arc::new(
+        connection::Workers::start(settings.io_threads).map_err(|e| format!("can't start I/O workers: {e}"))?,
+    );
+    let service = Arc::new(connection::KvService { server: server.clone(), workers: workers.clone() });
     let limit = server.limit.clone();
     let shutdown = server.shutdown.clone();
     let done = server.clone();
@@ -166,6 +167,8 @@ pub async fn start(config: Config) -> Result<Running, String> {
         if left > 0 {
             tracing::warn!(connections = left, "shut down with connections still open");
         }
+        let stopping = workers.clone();
+        let _ = tokio::task::spawn_blocking(move || stopping.stop()).await;
         if let Some(aof) = done.aof() {
             match aof.sync_all() {
                 Ok(()) => tracing::info!("AOF synced"),
