@@ -53,9 +53,9 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
-    pub fn touch(&self, cmd_index: usize) {
+    pub fn touch(&self, cmd_index: usize, now_ms: u64) {
         self.last_cmd.store(cmd_index, Ordering::Relaxed);
-        self.last_interaction_ms.store(unix_ms(), Ordering::Relaxed);
+        self.last_interaction_ms.store(now_ms, Ordering::Relaxed);
     }
 
     /// Half-closes the socket so the connection ends at its next read.
@@ -66,6 +66,18 @@ impl ClientInfo {
             // lock the connection takes before closing it, so it cannot be reused here.
             unsafe {
                 libc::shutdown(fd, libc::SHUT_RDWR);
+            }
+        }
+    }
+
+    /// Server shutdown: stops reading from the client (`shutdown(fd, SHUT_RD)`). The
+    /// connection still answers every command it has received, then sees end-of-file.
+    /// Unlike [`ClientInfo::kill`], replies in flight are not lost.
+    pub fn stop_reading(&self) {
+        if let Some(fd) = *self.fd.lock() {
+            // SAFETY: as in `kill`.
+            unsafe {
+                libc::shutdown(fd, libc::SHUT_RD);
             }
         }
     }
@@ -170,10 +182,10 @@ impl Clients {
         self.by_id.lock().values().cloned().collect()
     }
 
-    /// Kills every client (server shutdown).
-    pub fn kill_all(&self) {
+    /// Asks every client to finish (server shutdown): see [`ClientInfo::stop_reading`].
+    pub fn stop_all(&self) {
         for c in self.all() {
-            c.kill();
+            c.stop_reading();
         }
     }
 

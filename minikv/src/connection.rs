@@ -220,6 +220,9 @@ impl Conn<'_> {
                     }
                 }
             }
+            if self.server.stopping.load(Ordering::Relaxed) {
+                return Exit::Closed;
+            }
             self.query.shrink_if_idle();
             if self.out.capacity() > KEEP_OUTPUT_CAPACITY {
                 self.out = Vec::with_capacity(READ_CHUNK);
@@ -572,8 +575,10 @@ impl minicore::lifecycle::Service for KvService {
     }
 
     fn shutting_down(&self) {
-        // Half-close every client: each finishes the commands it has read, flushes
-        // its replies, sees end-of-file and exits.
-        self.server.clients.kill_all();
+        // Each client finishes the commands it has received, flushes its replies and
+        // exits: `stopping` is checked after every batch, and the half-close wakes
+        // connections that are idle in a read.
+        self.server.stopping.store(true, Ordering::Release);
+        self.server.clients.stop_all();
     }
 }

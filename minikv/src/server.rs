@@ -68,6 +68,8 @@ pub struct Server {
     pub run_id: String,
     /// True while the AOF is being replayed.
     pub loading: AtomicBool,
+    /// Shutdown has begun: connections finish the batch they are on and close.
+    pub stopping: AtomicBool,
     pub shutdown: minicore::lifecycle::Shutdown,
     pub limit: Arc<minicore::lifecycle::ConnectionLimit>,
     /// The actual listening port (differs from the configured one with port 0).
@@ -93,6 +95,7 @@ impl Server {
             started_unix_ms: now,
             run_id,
             loading: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             shutdown: minicore::lifecycle::Shutdown::new(),
             limit: minicore::lifecycle::ConnectionLimit::new(maxclients),
             port: AtomicU64::new(config.with_settings(|s| s.port) as u64),

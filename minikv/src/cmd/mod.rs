@@ -425,7 +425,7 @@ pub fn execute(
     if command.name == "exec" {
         return transactions::exec(server, session, out, batch);
     }
-    session.info.touch(idx);
+    session.info.touch(idx, batch.now_ms);
     let guards = lock_for(server, command, args, batch);
     let effects = Effects::new(batch.aof.is_some());
     let mut keys = Keys::new(
