@@ -423,6 +423,9 @@ pub fn parse_i64_strict(s: &[u8]) -> Option<i64> {
 /// copied into `out` and each argument's range is pushed to `spans`.
 /// Errors (unbalanced quotes, a closing quote not followed by a space) return `Err(())`.
 pub fn split_args(line: &[u8], out: &mut Vec<u8>, spans: &mut Vec<Range<usize>>) -> Result<(), ()> {
+    // sdssplitargs works on a C string: a NUL byte ends the line (and an open quote
+    // before it is then unterminated).
+    let line = &line[..line.iter().position(|&b| b == 0).unwrap_or(line.len())];
     let is_space = |b: u8| matches!(b, b' ' | b'\n' | b'\r' | b'\t' | 0x0b | 0x0c);
     let mut i = 0;
     loop {
@@ -491,7 +494,7 @@ pub fn split_args(line: &[u8], out: &mut Vec<u8>, spans: &mut Vec<Range<usize>>)
                     break;
                 }
                 match line[i] {
-                    b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
+                    b' ' | b'\n' | b'\r' | b'\t' => break,
                     b'"' => in_double = true,
                     b'\'' => in_single = true,
                     c => out.push(c),
@@ -728,6 +731,16 @@ mod tests {
         assert_eq!(got, vec![&b"a"[..], b"xA\n", b"it's", b""]);
         assert!(split_args(br#""unterminated"#, &mut Vec::new(), &mut Vec::new()).is_err());
         assert!(split_args(br#""a"b"#, &mut Vec::new(), &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_nul_byte_ends_an_inline_line() {
+        // Found by `cargo fuzz run resp_parse`: this used to loop forever pushing empty
+        // arguments. Redis stops at the NUL, as its parser works on C strings.
+        let cmds = parse_all(b"?\0|\nPING\r\n").unwrap();
+        assert_eq!(cmds, vec![vec![b"?".to_vec()], vec![b"PING".to_vec()]]);
+        let err = parse_all(b"\"ab\0cd\"\n").unwrap_err();
+        assert_eq!(err.to_string(), "Protocol error: unbalanced quotes in request");
     }
 
     #[test]
