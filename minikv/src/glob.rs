@@ -144,7 +144,10 @@ mod tests {
         assert!(matches(b"h[ae]llo", b"hallo", false));
         assert!(!matches(b"h[^e]llo", b"hello", false));
         assert!(matches(b"h[a-b]llo", b"hbllo", false));
-        assert!(matches(b"*", b"", false));
+        // Like stringmatchlen, a lone `*` does not match the empty string; KEYS and
+        // SCAN special-case the pattern `*` before calling it, as Redis does.
+        assert!(!matches(b"*", b"", false));
+        assert!(matches(b"a*", b"a", false));
         assert!(matches(b"a\\*b", b"a*b", false));
         assert!(!matches(b"a\\*b", b"axb", false));
         assert!(matches(b"user:*", b"user:1", false));
@@ -166,7 +169,8 @@ mod tests {
         fn literal_patterns_match_only_themselves(s in "[a-z]{0,12}", t in "[a-z]{0,12}") {
             prop_assert_eq!(matches(s.as_bytes(), t.as_bytes(), false), s == t);
             let star = format!("{s}*");
-            prop_assert_eq!(matches(star.as_bytes(), t.as_bytes(), false), t.starts_with(&s));
+            let expected = t.starts_with(&s) && !t.is_empty();
+            prop_assert_eq!(matches(star.as_bytes(), t.as_bytes(), false), expected);
         }
     }
 }
