@@ -178,10 +178,16 @@ fn serve_key(keys: &mut Keys<'_>, key: &CompactBytes) {
                 waiter.poke();
                 return;
             }
-            // The destination must hold a list (or nothing); otherwise Redis leaves the
-            // client blocked and the element where it is.
+            // The destination must hold a list (or nothing). Otherwise Redis 7.0
+            // unblocks this client with WRONGTYPE, leaves the element where it is,
+            // and goes on with the next waiter.
             if keys.typed(dst, kind::list, false).is_err() {
-                return;
+                if waiter.claim() {
+                    let mut out = Vec::new();
+                    Reply::new(&mut out, waiter.proto).error(crate::keyspace::WRONGTYPE);
+                    waiter.deliver(out);
+                }
+                continue;
             }
         }
         if !waiter.claim() {
