@@ -41,11 +41,7 @@ pub struct Admin {
 
 impl Admin {
     pub fn new(registry: prometheus::Registry) -> Self {
-        Admin {
-            registry,
-            ready: Arc::new(AtomicBool::new(false)),
-            before_scrape: None,
-        }
+        Admin { registry, ready: Arc::new(AtomicBool::new(false)), before_scrape: None }
     }
 
     pub fn router(self) -> Router {
@@ -64,17 +60,8 @@ async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
     let encoder = TextEncoder::new();
     let mut body = Vec::new();
     match encoder.encode(&admin.registry.gather(), &mut body) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, encoder.format_type().to_string())],
-            body,
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encoding metrics failed: {e}\n"),
-        )
-            .into_response(),
+        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, encoder.format_type().to_string())], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics failed: {e}\n")).into_response(),
     }
 }
 
@@ -92,9 +79,7 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
 
 /// Serves the admin endpoints on `listener` until `shutdown` triggers.
 pub async fn serve(listener: TcpListener, admin: Admin, shutdown: Shutdown) -> std::io::Result<()> {
-    axum::serve(listener, admin.router())
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
+    axum::serve(listener, admin.router()).with_graceful_shutdown(async move { shutdown.wait().await }).await
 }
 
 #[cfg(test)]
@@ -104,11 +89,7 @@ mod tests {
 
     async fn get(addr: std::net::SocketAddr, path: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out

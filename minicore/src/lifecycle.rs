@@ -92,11 +92,7 @@ pub struct ConnectionLimit {
 
 impl ConnectionLimit {
     pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(ConnectionLimit {
-            max: AtomicUsize::new(max),
-            live: AtomicUsize::new(0),
-            drained: Notify::new(),
-        })
+        Arc::new(ConnectionLimit { max: AtomicUsize::new(max), live: AtomicUsize::new(0), drained: Notify::new() })
     }
 
     pub fn set_max(&self, max: usize) {
@@ -119,17 +115,8 @@ impl ConnectionLimit {
             if live >= max {
                 return None;
             }
-            match self.live.compare_exchange_weak(
-                live,
-                live + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    return Some(Slot {
-                        limit: self.clone(),
-                    })
-                }
+            match self.live.compare_exchange_weak(live, live + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(Slot { limit: self.clone() }),
                 Err(now) => live = now,
             }
         }
@@ -166,19 +153,10 @@ impl Drop for Slot {
 pub trait Service: Send + Sync + 'static {
     /// Serves one accepted connection until it ends. `slot` must live as long as the
     /// connection does.
-    fn connection(
-        self: Arc<Self>,
-        stream: TcpStream,
-        peer: SocketAddr,
-        slot: Slot,
-    ) -> impl Future<Output = ()> + Send;
+    fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, slot: Slot) -> impl Future<Output = ()> + Send;
 
     /// Answers a connection refused because the limit is reached, then drops it.
-    fn rejected(
-        self: Arc<Self>,
-        stream: TcpStream,
-        peer: SocketAddr,
-    ) -> impl Future<Output = ()> + Send;
+    fn rejected(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> + Send;
 
     /// Called once when shutdown starts, before draining: ask connections to finish.
     fn shutting_down(&self) {}
@@ -193,9 +171,7 @@ pub struct ServeOptions {
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions {
-            drain_timeout: Duration::from_secs(10),
-        }
+        ServeOptions { drain_timeout: Duration::from_secs(10) }
     }
 }
 
@@ -249,10 +225,7 @@ pub async fn serve<S: Service>(
         Ok(()) => 0,
         Err(_) => {
             let left = limit.live();
-            tracing::warn!(
-                connections = left,
-                "drain timeout: closing remaining connections"
-            );
+            tracing::warn!(connections = left, "drain timeout: closing remaining connections");
             left
         }
     }
@@ -266,12 +239,7 @@ mod tests {
     struct Echo;
 
     impl Service for Echo {
-        async fn connection(
-            self: Arc<Self>,
-            mut stream: TcpStream,
-            _peer: SocketAddr,
-            _slot: Slot,
-        ) {
+        async fn connection(self: Arc<Self>, mut stream: TcpStream, _peer: SocketAddr, _slot: Slot) {
             let mut buf = [0u8; 64];
             while let Ok(n) = stream.read(&mut buf).await {
                 if n == 0 || stream.write_all(&buf[..n]).await.is_err() {

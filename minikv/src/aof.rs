@@ -97,17 +97,8 @@ impl Manifest {
             Err(e) => return Err(format!("can't read AOF manifest {}: {e}", path.display())),
         };
         let mut m = Manifest::default();
-        for line in text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        {
-            let bad = || {
-                format!(
-                    "bad line '{line}' in AOF manifest {}; fix or remove the file",
-                    path.display()
-                )
-            };
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let bad = || format!("bad line '{line}' in AOF manifest {}; fix or remove the file", path.display());
             let (key, value) = line.split_once(' ').ok_or_else(bad)?;
             let value: u64 = value.trim().parse().map_err(|_| bad())?;
             match key {
@@ -125,10 +116,7 @@ impl Manifest {
     fn write(&self, dir: &Path) -> std::io::Result<()> {
         let tmp = dir.join("manifest.tmp");
         let mut f = fs::File::create(&tmp)?;
-        writeln!(
-            f,
-            "# minikv AOF manifest: the base to load and where replay resumes in log/."
-        )?;
+        writeln!(f, "# minikv AOF manifest: the base to load and where replay resumes in log/.")?;
         writeln!(f, "version 1")?;
         writeln!(f, "base {}", self.base_gen)?;
         writeln!(f, "log-start {}", self.log_start)?;
@@ -187,13 +175,8 @@ pub struct Aof {
 impl Aof {
     /// Opens (or creates) the AOF directory and its log. The caller then calls
     /// [`Aof::load`] to replay it into the keyspace.
-    pub fn open(
-        dir: &Path,
-        policy: AppendFsync,
-        allow_corrupt: bool,
-    ) -> Result<(Aof, Option<String>), String> {
-        fs::create_dir_all(dir)
-            .map_err(|e| format!("can't create AOF directory {}: {e}", dir.display()))?;
+    pub fn open(dir: &Path, policy: AppendFsync, allow_corrupt: bool) -> Result<(Aof, Option<String>), String> {
+        fs::create_dir_all(dir).map_err(|e| format!("can't create AOF directory {}: {e}", dir.display()))?;
         let manifest = Manifest::read(dir)?;
         let fsync_latency = Arc::new(SharedHistogram::default());
         let observer = fsync_latency.clone();
@@ -205,14 +188,8 @@ impl Aof {
                 AppendFsync::No => FsyncPolicy::Never,
             },
             max_record_bytes: MAX_RECORD_BYTES,
-            recovery: if allow_corrupt {
-                RecoveryMode::TruncateAtCorruption
-            } else {
-                RecoveryMode::Strict
-            },
-            on_fsync: Some(Arc::new(move |d: Duration| {
-                observer.observe(d.as_nanos() as u64)
-            })),
+            recovery: if allow_corrupt { RecoveryMode::TruncateAtCorruption } else { RecoveryMode::Strict },
+            on_fsync: Some(Arc::new(move |d: Duration| observer.observe(d.as_nanos() as u64))),
             ..LogOptions::default()
         };
         let log_dir = dir.join(LOG_DIR);
@@ -230,10 +207,7 @@ impl Aof {
             log,
             policy,
             manifest: Mutex::new(manifest),
-            rewrite: Mutex::new(RewriteStatus {
-                last_ok: true,
-                ..Default::default()
-            }),
+            rewrite: Mutex::new(RewriteStatus { last_ok: true, ..Default::default() }),
             rewriting: AtomicBool::new(false),
             base_bytes: AtomicU64::new(base_bytes),
             failed: Mutex::new(None),
@@ -308,17 +282,10 @@ impl Aof {
         let mut loader = Loader::new(server);
         if manifest.base_gen > 0 {
             let path = base_dir(&self.dir, manifest.base_gen);
-            let options = LogOptions {
-                max_record_bytes: MAX_RECORD_BYTES,
-                fsync: FsyncPolicy::Never,
-                ..LogOptions::default()
-            };
-            let (base, base_report) = RecordLog::open(&path, options).map_err(|e| {
-                format!(
-                    "can't open the AOF base {}: {e}; restore it from a backup",
-                    path.display()
-                )
-            })?;
+            let options =
+                LogOptions { max_record_bytes: MAX_RECORD_BYTES, fsync: FsyncPolicy::Never, ..LogOptions::default() };
+            let (base, base_report) = RecordLog::open(&path, options)
+                .map_err(|e| format!("can't open the AOF base {}: {e}; restore it from a backup", path.display()))?;
             if let Some(t) = base_report.truncated {
                 return Err(format!(
                     "the AOF base {} is damaged ({t}); a base is fsynced before the manifest names it, \
@@ -327,8 +294,7 @@ impl Aof {
                 ));
             }
             for item in base.reader(0).map_err(|e| e.to_string())? {
-                let (_, payload) =
-                    item.map_err(|e| format!("reading the AOF base {}: {e}", path.display()))?;
+                let (_, payload) = item.map_err(|e| format!("reading the AOF base {}: {e}", path.display()))?;
                 loader.replay(&payload, &mut report);
                 report.base_records += 1;
             }
@@ -354,14 +320,8 @@ impl Aof {
 
     /// Starts a background rewrite (BGREWRITEAOF). Fails if one is already running.
     pub fn start_rewrite(self: &Arc<Self>, server: &Server) -> Result<(), String> {
-        if self
-            .rewriting
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return Err(
-                "ERR Background append only file rewriting already in progress".to_string(),
-            );
+        if self.rewriting.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return Err("ERR Background append only file rewriting already in progress".to_string());
         }
         let gen = self.manifest.lock().base_gen + 1;
         let tmp = self.dir.join(format!("base-{gen}.tmp"));
@@ -410,14 +370,7 @@ impl Aof {
     }
 
     /// Waits for the rewrite child and installs its base.
-    fn finish_rewrite(
-        &self,
-        pid: libc::pid_t,
-        gen: u64,
-        tmp: PathBuf,
-        log_start: u64,
-        started: Instant,
-    ) {
+    fn finish_rewrite(&self, pid: libc::pid_t, gen: u64, tmp: PathBuf, log_start: u64, started: Instant) {
         let mut status = 0;
         // SAFETY: waits for our own child.
         let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
@@ -459,30 +412,22 @@ impl Aof {
         let old_gen = {
             let mut m = self.manifest.lock();
             let old = m.base_gen;
-            let next = Manifest {
-                base_gen: gen,
-                log_start,
-            };
+            let next = Manifest { base_gen: gen, log_start };
             next.write(&self.dir).map_err(|e| io("write manifest", e))?;
             *m = next;
             old
         };
-        self.base_bytes
-            .store(dir_size(&final_dir), Ordering::Relaxed);
+        self.base_bytes.store(dir_size(&final_dir), Ordering::Relaxed);
         if old_gen > 0 && old_gen != gen {
             let _ = fs::remove_dir_all(base_dir(&self.dir, old_gen));
         }
-        self.log
-            .delete_segments_before(log_start)
-            .map_err(|e| e.to_string())?;
+        self.log.delete_segments_before(log_start).map_err(|e| e.to_string())?;
         Ok(())
     }
 
     /// Starts a rewrite if the AOF grew past the auto-rewrite thresholds.
     pub fn maybe_auto_rewrite(self: &Arc<Self>, server: &Server) {
-        let (pct, min) = server
-            .config
-            .with_settings(|s| (s.auto_aof_rewrite_percentage, s.auto_aof_rewrite_min_size));
+        let (pct, min) = server.config.with_settings(|s| (s.auto_aof_rewrite_percentage, s.auto_aof_rewrite_min_size));
         if pct == 0 || self.rewriting.load(Ordering::Acquire) {
             return;
         }
@@ -502,14 +447,7 @@ impl Aof {
 }
 
 fn dir_size(dir: &Path) -> u64 {
-    fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
+    fs::read_dir(dir).map(|entries| entries.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
 }
 
 /// Writes the keyspace held by `guards` as base records into `segment`. Runs in the
@@ -530,13 +468,7 @@ fn write_base(guards: &mut Guards<'_>, segment: &Path, now_ms: u64) -> std::io::
                     record.extend_from_slice(&(db as u16).to_le_bytes());
                 }
                 let key = table.key_at(pos);
-                write_key(
-                    &mut record,
-                    key,
-                    &table.entry(pos).value,
-                    expire,
-                    &mut scratch,
-                );
+                write_key(&mut record, key, &table.entry(pos).value, expire, &mut scratch);
                 if record.len() >= BASE_RECORD_BYTES {
                     minicore::record_log::encode_frame(&record, &mut out);
                     record.clear();
@@ -558,32 +490,23 @@ fn write_base(guards: &mut Guards<'_>, segment: &Path, now_ms: u64) -> std::io::
 }
 
 /// Appends the commands that recreate one key.
-fn write_key(
-    out: &mut Vec<u8>,
-    key: &[u8],
-    value: &Value,
-    expire: Option<u64>,
-    scratch: &mut itoa::Buffer,
-) {
+fn write_key(out: &mut Vec<u8>, key: &[u8], value: &Value, expire: Option<u64>, scratch: &mut itoa::Buffer) {
     let mut exp = itoa::Buffer::new();
     match value {
         Value::Str(s) => {
             let bytes = s.as_bytes(scratch);
             match expire {
-                Some(at) => encode_command(
-                    [&b"SET"[..], key, bytes, b"PXAT", exp.format(at).as_bytes()].into_iter(),
-                    out,
-                ),
+                Some(at) => {
+                    encode_command([&b"SET"[..], key, bytes, b"PXAT", exp.format(at).as_bytes()].into_iter(), out)
+                }
                 None => encode_command([&b"SET"[..], key, bytes].into_iter(), out),
             }
             return;
         }
         Value::List(list) => {
             for chunk in list.iter().collect::<Vec<_>>().chunks(ITEMS_PER_COMMAND) {
-                let parts: Vec<&[u8]> = [&b"RPUSH"[..], key]
-                    .into_iter()
-                    .chain(chunk.iter().map(|e| e.as_slice()))
-                    .collect();
+                let parts: Vec<&[u8]> =
+                    [&b"RPUSH"[..], key].into_iter().chain(chunk.iter().map(|e| e.as_slice())).collect();
                 encode_command(parts.into_iter(), out);
             }
         }
@@ -601,18 +524,14 @@ fn write_key(
         Value::Set(set) => {
             let members: Vec<_> = set.keys().collect();
             for chunk in members.chunks(ITEMS_PER_COMMAND) {
-                let parts: Vec<&[u8]> = [&b"SADD"[..], key]
-                    .into_iter()
-                    .chain(chunk.iter().map(|m| m.as_slice()))
-                    .collect();
+                let parts: Vec<&[u8]> =
+                    [&b"SADD"[..], key].into_iter().chain(chunk.iter().map(|m| m.as_slice())).collect();
                 encode_command(parts.into_iter(), out);
             }
         }
         Value::ZSet(zset) => {
-            let items: Vec<(Vec<u8>, Vec<u8>)> = zset
-                .iter()
-                .map(|(m, s)| (crate::numeric::double_to_vec(s), m.to_vec()))
-                .collect();
+            let items: Vec<(Vec<u8>, Vec<u8>)> =
+                zset.iter().map(|(m, s)| (crate::numeric::double_to_vec(s), m.to_vec())).collect();
             for chunk in items.chunks(ITEMS_PER_COMMAND) {
                 let mut parts: Vec<&[u8]> = vec![b"ZADD", key];
                 for (score, member) in chunk {
@@ -624,10 +543,7 @@ fn write_key(
         }
     }
     if let Some(at) = expire {
-        encode_command(
-            [&b"PEXPIREAT"[..], key, exp.format(at).as_bytes()].into_iter(),
-            out,
-        );
+        encode_command([&b"PEXPIREAT"[..], key, exp.format(at).as_bytes()].into_iter(), out);
     }
 }
 
@@ -642,43 +558,26 @@ struct Loader<'s> {
 impl<'s> Loader<'s> {
     fn new(server: &'s Server) -> Self {
         let info = server.clients.detached("aof-loader");
-        Loader {
-            server,
-            session: crate::session::Session::new(info, true),
-            args: ArgBuf::new(),
-            out: Vec::new(),
-        }
+        Loader { server, session: crate::session::Session::new(info, true), args: ArgBuf::new(), out: Vec::new() }
     }
 
     fn replay(&mut self, payload: &[u8], report: &mut LoadReport) {
         if payload.len() < 2 {
             report.errors += 1;
-            report
-                .first_error
-                .get_or_insert_with(|| "record shorter than its header".to_string());
+            report.first_error.get_or_insert_with(|| "record shorter than its header".to_string());
             return;
         }
         let db = u16::from_le_bytes([payload[0], payload[1]]) as usize;
-        self.session
-            .select(db.min(self.server.keyspace.databases() - 1));
+        self.session.select(db.min(self.server.keyspace.databases() - 1));
         let mut rest = &payload[2..];
-        let limits = Limits {
-            max_bulk_len: MAX_RECORD_BYTES as usize,
-            ..Limits::default()
-        };
+        let limits = Limits { max_bulk_len: MAX_RECORD_BYTES as usize, ..Limits::default() };
         let mut batch = crate::cmd::Batch::loading(self.server);
         while !rest.is_empty() {
             match self.args.parse(rest, &limits) {
                 Ok(Parsed::Command { consumed }) => {
                     let args = self.args.args(rest);
                     self.out.clear();
-                    let _ = crate::cmd::execute(
-                        self.server,
-                        &mut self.session,
-                        &args,
-                        &mut self.out,
-                        &mut batch,
-                    );
+                    let _ = crate::cmd::execute(self.server, &mut self.session, &args, &mut self.out, &mut batch);
                     report.commands += 1;
                     if self.out.first() == Some(&b'-') {
                         report.errors += 1;
@@ -695,9 +594,9 @@ impl<'s> Loader<'s> {
                 Ok(Parsed::Nothing { consumed }) => rest = &rest[consumed..],
                 Ok(Parsed::Incomplete { .. }) | Err(_) => {
                     report.errors += 1;
-                    report.first_error.get_or_insert_with(|| {
-                        "a record holds a truncated or malformed command".to_string()
-                    });
+                    report
+                        .first_error
+                        .get_or_insert_with(|| "a record holds a truncated or malformed command".to_string());
                     return;
                 }
             }

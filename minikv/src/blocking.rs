@@ -22,11 +22,13 @@
 //! is busy, the waiter is poked and moves the element itself (see the connection loop).
 
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::keyspace::{hash_bytes, kind, shard_of, CompactBytes, Keys, Value};
+use crate::numeric::{long_double_incr, parse_double, parse_score_bound, FloatIncrError};
 use crate::resp::{Protocol, Reply};
 
 const WAITING: u8 = 0;
@@ -36,17 +38,59 @@ const CANCELLED: u8 = 2;
 /// Claimed and the reply is in `reply`.
 const DELIVERED: u8 = 3;
 
+pub const ERR_TIMEOUT_NOT_FLOAT: &str = "ERR timeout is not a float or out of range";
+pub const ERR_TIMEOUT_NEGATIVE: &str = "ERR timeout is negative";
+
+/// Parses a blocking command's timeout, in seconds, like Redis 7.0's
+/// `getTimeoutFromObjectOrReply`: a long double, turned into milliseconds rounded up
+/// (`ceill(t * 1000)`), then cast to a 64-bit integer. `Ok(None)` means block forever.
+///
+/// The cast explains the odd corners this reproduces: `inf` or `1e20` are "negative"
+/// (an out-of-range cast gives `LLONG_MIN` on x86-64), `-0.0001` rounds up to 0 and
+/// blocks forever, `0.0001` is one millisecond. Redis adds the timeout to the current
+/// time in a signed 64-bit integer; when that overflows the deadline is never reached,
+/// which is forever here too. We compute in f64, so a timeout may differ from Redis's
+/// by one millisecond where the last bits of long double precision matter.
+pub fn parse_timeout(arg: &[u8], now_ms: u64) -> Result<Option<Duration>, &'static str> {
+    let secs = match parse_double(arg) {
+        Some(v) => v,
+        // Outside f64's range, but maybe inside long double's ("1e400", "1e-400").
+        None => match long_double_incr(None, arg) {
+            Ok(_) | Err(FloatIncrError::NanOrInfinity) => match parse_score_bound(arg) {
+                // Underflowed to zero: a tiny non-zero number. Rounded up to a
+                // millisecond when positive, to zero (forever) when negative.
+                Some((v, false)) if v == 0.0 => {
+                    if v.is_sign_negative() {
+                        -0.0
+                    } else {
+                        f64::MIN_POSITIVE
+                    }
+                }
+                Some((v, false)) => v,
+                _ => return Err(ERR_TIMEOUT_NOT_FLOAT),
+            },
+            Err(_) => return Err(ERR_TIMEOUT_NOT_FLOAT),
+        },
+    };
+    let ms = (secs * 1000.0).ceil();
+    // 2^63: the first value a cast to i64 cannot hold.
+    if !(0.0..9_223_372_036_854_775_808.0).contains(&ms) {
+        return Err(ERR_TIMEOUT_NEGATIVE);
+    }
+    let ms = ms as u64;
+    if ms == 0 || ms > i64::MAX as u64 - now_ms.min(i64::MAX as u64) {
+        return Ok(None);
+    }
+    Ok(Some(Duration::from_millis(ms)))
+}
+
 /// What the blocked command does once data arrives.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BlockKind {
     /// BLPOP (`left`) or BRPOP.
     Pop { left: bool },
     /// BLMOVE / BRPOPLPUSH: pop from the ready key, push to `dst`.
-    Move {
-        from_left: bool,
-        to_left: bool,
-        dst: CompactBytes,
-    },
+    Move { from_left: bool, to_left: bool, dst: CompactBytes },
     /// BZPOPMIN (`min`) or BZPOPMAX.
     ZPop { min: bool },
 }
@@ -83,16 +127,12 @@ impl Waiter {
 
     /// Claims the waiter for serving. Only one claimant (server or timeout) wins.
     pub fn claim(&self) -> bool {
-        self.state
-            .compare_exchange(WAITING, SERVED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        self.state.compare_exchange(WAITING, SERVED, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
     /// Gives up waiting (timeout, disconnect). False if it was served first.
     pub fn cancel(&self) -> bool {
-        self.state
-            .compare_exchange(WAITING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        self.state.compare_exchange(WAITING, CANCELLED, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
     /// Claimed by a server (its reply may still be on the way).
@@ -211,11 +251,7 @@ pub fn perform(keys: &mut Keys<'_>, waiter: &Waiter, key: &[u8]) -> Vec<u8> {
     match &waiter.kind {
         BlockKind::Pop { left } => {
             let list = keys.value(loc).as_list_mut();
-            let elem = if *left {
-                list.pop_front()
-            } else {
-                list.pop_back()
-            };
+            let elem = if *left { list.pop_front() } else { list.pop_back() };
             let elem = elem.expect("serve checked the list is not empty");
             reply.array(2);
             reply.bulk(key);
@@ -226,8 +262,8 @@ pub fn perform(keys: &mut Keys<'_>, waiter: &Waiter, key: &[u8]) -> Vec<u8> {
         }
         BlockKind::ZPop { min } => {
             let zset = keys.value(loc).as_zset_mut();
-            let (member, score) = if *min { zset.pop_min() } else { zset.pop_max() }
-                .expect("serve checked the zset is not empty");
+            let (member, score) =
+                if *min { zset.pop_min() } else { zset.pop_max() }.expect("serve checked the zset is not empty");
             reply.array(3);
             reply.bulk(key);
             reply.bulk(&member);
@@ -236,23 +272,14 @@ pub fn perform(keys: &mut Keys<'_>, waiter: &Waiter, key: &[u8]) -> Vec<u8> {
             keys.modified(key);
             keys.delete_if_empty(loc);
         }
-        BlockKind::Move {
-            from_left,
-            to_left,
-            dst,
-        } => {
+        BlockKind::Move { from_left, to_left, dst } => {
             let list = keys.value(loc).as_list_mut();
-            let elem = if *from_left {
-                list.pop_front()
-            } else {
-                list.pop_back()
-            };
+            let elem = if *from_left { list.pop_front() } else { list.pop_back() };
             let elem = elem.expect("serve checked the list is not empty");
             keys.modified(key);
             keys.delete_if_empty(loc);
-            let (dloc, _) = keys
-                .get_or_create(dst, kind::list, kind::new_list)
-                .expect("serve checked the destination type");
+            let (dloc, _) =
+                keys.get_or_create(dst, kind::list, kind::new_list).expect("serve checked the destination type");
             let dlist = keys.value(dloc).as_list_mut();
             if *to_left {
                 dlist.push_front(elem.clone());
@@ -281,11 +308,7 @@ pub fn perform(keys: &mut Keys<'_>, waiter: &Waiter, key: &[u8]) -> Vec<u8> {
 pub fn register(keys: &mut Keys<'_>, waiter: &std::sync::Arc<Waiter>) {
     for key in &waiter.keys {
         let shard = keys.shard(shard_of(hash_bytes(key)));
-        shard
-            .blocked
-            .entry((waiter.db, key.clone()))
-            .or_default()
-            .push_back(waiter.clone());
+        shard.blocked.entry((waiter.db, key.clone())).or_default().push_back(waiter.clone());
     }
 }
 
@@ -300,6 +323,37 @@ pub fn unregister(space: &crate::keyspace::Keyspace, waiter: &std::sync::Arc<Wai
             if queue.is_empty() {
                 shard.blocked.remove(&k);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_parse_like_redis_7_0() {
+        let now = 1_700_000_000_000;
+        let ms = |v: u64| Ok(Some(Duration::from_millis(v)));
+        assert_eq!(parse_timeout(b"0", now), Ok(None));
+        assert_eq!(parse_timeout(b"0.2", now), ms(200));
+        assert_eq!(parse_timeout(b"1.5", now), ms(1500));
+        assert_eq!(parse_timeout(b"0x10", now), ms(16_000));
+        // Rounded up to the millisecond, so a tiny positive timeout is not "forever"
+        // and a tiny negative one is.
+        assert_eq!(parse_timeout(b"0.0001", now), ms(1));
+        assert_eq!(parse_timeout(b"1e-400", now), ms(1));
+        assert_eq!(parse_timeout(b"-0.0001", now), Ok(None));
+        assert_eq!(parse_timeout(b"-1e-400", now), Ok(None));
+        assert_eq!(parse_timeout(b"-0", now), Ok(None));
+        // Past what a 64-bit millisecond count holds: Redis's cast makes it negative.
+        for huge in [&b"1e20"[..], b"inf", b"-inf", b"1e400", b"9.3e15", b"-1"] {
+            assert_eq!(parse_timeout(huge, now), Err(ERR_TIMEOUT_NEGATIVE), "{huge:?}");
+        }
+        // Fits, but the deadline would overflow: never reached, so forever.
+        assert_eq!(parse_timeout(b"9.2233720368547e15", now), Ok(None));
+        for bad in [&b"nan"[..], b" 1", b"1 ", b"abc", b"", b"1e5000", b"(1"] {
+            assert_eq!(parse_timeout(bad, now), Err(ERR_TIMEOUT_NOT_FLOAT), "{bad:?}");
         }
     }
 }

@@ -21,10 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// What other connections may know about a client.
@@ -103,10 +100,7 @@ pub struct Clients {
 
 impl Clients {
     pub fn new() -> Self {
-        Clients {
-            next_id: AtomicU64::new(1),
-            ..Default::default()
-        }
+        Clients { next_id: AtomicU64::new(1), ..Default::default() }
     }
 
     pub fn register(&self, peer: SocketAddr, local: SocketAddr, fd: RawFd) -> Arc<ClientInfo> {
@@ -191,11 +185,7 @@ impl Clients {
 
     /// Number of clients blocked on keys (INFO `blocked_clients`).
     pub fn blocked(&self) -> usize {
-        self.by_id
-            .lock()
-            .values()
-            .filter(|c| c.blocked.load(Ordering::Relaxed))
-            .count()
+        self.by_id.lock().values().filter(|c| c.blocked.load(Ordering::Relaxed)).count()
     }
 
     /// Number of clients with at least one subscription (INFO `pubsub_clients`).
@@ -203,11 +193,7 @@ impl Clients {
         self.by_id
             .lock()
             .values()
-            .filter(|c| {
-                c.subscriptions.load(Ordering::Relaxed)
-                    + c.pattern_subscriptions.load(Ordering::Relaxed)
-                    > 0
-            })
+            .filter(|c| c.subscriptions.load(Ordering::Relaxed) + c.pattern_subscriptions.load(Ordering::Relaxed) > 0)
             .count()
     }
 }

@@ -58,16 +58,11 @@ impl EvictionPolicy {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.name().eq_ignore_ascii_case(s))
+        Self::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(s))
     }
 
     pub fn is_lfu(self) -> bool {
-        matches!(
-            self,
-            EvictionPolicy::AllKeysLfu | EvictionPolicy::VolatileLfu
-        )
+        matches!(self, EvictionPolicy::AllKeysLfu | EvictionPolicy::VolatileLfu)
     }
 
     /// Volatile policies only evict keys that have a TTL.
@@ -145,10 +140,7 @@ impl Live {
     }
 
     fn set_policy(&self, p: EvictionPolicy) {
-        let idx = EvictionPolicy::ALL
-            .iter()
-            .position(|x| *x == p)
-            .unwrap_or(0);
+        let idx = EvictionPolicy::ALL.iter().position(|x| *x == p).unwrap_or(0);
         self.policy.store(idx as u8, Ordering::Relaxed);
     }
 }
@@ -206,11 +198,7 @@ struct Param {
 }
 
 const fn p(name: &'static str, kind: Kind, mutable: bool) -> Param {
-    Param {
-        name,
-        kind,
-        mutable,
-    }
+    Param { name, kind, mutable }
 }
 
 const POLICIES: &[&str] = &[
@@ -314,26 +302,13 @@ impl Config {
             auto_aof_rewrite_percentage: 100,
             auto_aof_rewrite_min_size: 64 * 1024 * 1024,
             aof_load_corrupt: false,
-            pubsub_output_limit: OutputLimit {
-                hard: 32 << 20,
-                soft: 8 << 20,
-                soft_secs: 60,
-            },
-            normal_output_limit: OutputLimit {
-                hard: 0,
-                soft: 0,
-                soft_secs: 0,
-            },
+            pubsub_output_limit: OutputLimit { hard: 32 << 20, soft: 8 << 20, soft_secs: 60 },
+            normal_output_limit: OutputLimit { hard: 0, soft: 0, soft_secs: 0 },
             loglevel: "notice".to_string(),
-            io_threads: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            io_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             admin_port: None,
         };
-        Config {
-            live,
-            settings: RwLock::new(settings),
-        }
+        Config { live, settings: RwLock::new(settings) }
     }
 
     pub fn settings(&self) -> Settings {
@@ -376,7 +351,9 @@ impl Config {
             }
             Kind::Memory { min, max } => match parse_memory(value) {
                 Some(v) if v >= min && v <= max => Parsed::Memory(v),
-                Some(_) if min > 0 => return Err(invalid(&format!("argument must be a memory value of at least {min} bytes"))),
+                Some(_) if min > 0 => {
+                    return Err(invalid(&format!("argument must be a memory value of at least {min} bytes")))
+                }
                 _ => return Err(invalid("argument must be a memory value")),
             },
             Kind::Bool => match value.to_ascii_lowercase().as_str() {
@@ -405,7 +382,9 @@ impl Config {
             }
             ("dir", Parsed::Text(v)) => s.dir = PathBuf::from(v),
             ("appendonly", Parsed::Bool(v)) => s.appendonly = v,
-            ("appendfsync", Parsed::Text(v)) => s.appendfsync = AppendFsync::parse(v).ok_or_else(|| invalid("bad value"))?,
+            ("appendfsync", Parsed::Text(v)) => {
+                s.appendfsync = AppendFsync::parse(v).ok_or_else(|| invalid("bad value"))?
+            }
             ("appenddirname", Parsed::Text(v)) => {
                 if v.is_empty() || v.contains('/') {
                     return Err(invalid("appenddirname can't be a path, just a directory name"));
@@ -413,7 +392,9 @@ impl Config {
                 s.appenddirname = v.to_string();
             }
             ("maxmemory", Parsed::Memory(v)) => live.maxmemory.store(v, Ordering::Relaxed),
-            ("maxmemory-policy", Parsed::Text(v)) => live.set_policy(EvictionPolicy::parse(v).ok_or_else(|| invalid("bad policy"))?),
+            ("maxmemory-policy", Parsed::Text(v)) => {
+                live.set_policy(EvictionPolicy::parse(v).ok_or_else(|| invalid("bad policy"))?)
+            }
             ("maxmemory-samples", Parsed::Int(v)) => live.maxmemory_samples.store(v as u32, Ordering::Relaxed),
             ("lfu-log-factor", Parsed::Int(v)) => live.lfu_log_factor.store(v as u32, Ordering::Relaxed),
             ("lfu-decay-time", Parsed::Int(v)) => live.lfu_decay_time.store(v as u32, Ordering::Relaxed),
@@ -426,8 +407,12 @@ impl Config {
             ("maxclients", Parsed::Int(v)) => live.maxclients.store(v as usize, Ordering::Relaxed),
             ("timeout", Parsed::Int(v)) => live.timeout_secs.store(v as u64, Ordering::Relaxed),
             ("proto-max-bulk-len", Parsed::Memory(v)) => live.proto_max_bulk_len.store(v as usize, Ordering::Relaxed),
-            ("proto-max-multibulk-len", Parsed::Int(v)) => live.proto_max_multibulk_len.store(v as usize, Ordering::Relaxed),
-            ("client-query-buffer-limit", Parsed::Memory(v)) => live.client_query_buffer_limit.store(v as usize, Ordering::Relaxed),
+            ("proto-max-multibulk-len", Parsed::Int(v)) => {
+                live.proto_max_multibulk_len.store(v as usize, Ordering::Relaxed)
+            }
+            ("client-query-buffer-limit", Parsed::Memory(v)) => {
+                live.client_query_buffer_limit.store(v as usize, Ordering::Relaxed)
+            }
             ("client-output-buffer-limit", Parsed::Text(v)) => {
                 let words: Vec<&str> = v.split_whitespace().collect();
                 if words.is_empty() || words.len() % 4 != 0 {
@@ -436,8 +421,13 @@ impl Config {
                 let mut pubsub = s.pubsub_output_limit;
                 let mut normal = s.normal_output_limit;
                 for chunk in words.chunks(4) {
-                    let parse = |w: &str| parse_memory(w).ok_or_else(|| invalid("Error in hard, soft or soft_seconds setting in buffer limit configuration."));
-                    let limit = OutputLimit { hard: parse(chunk[1])?, soft: parse(chunk[2])?, soft_secs: parse(chunk[3])? };
+                    let parse = |w: &str| {
+                        parse_memory(w).ok_or_else(|| {
+                            invalid("Error in hard, soft or soft_seconds setting in buffer limit configuration.")
+                        })
+                    };
+                    let limit =
+                        OutputLimit { hard: parse(chunk[1])?, soft: parse(chunk[2])?, soft_secs: parse(chunk[3])? };
                     match chunk[0].to_ascii_lowercase().as_str() {
                         "pubsub" => pubsub = limit,
                         "normal" => normal = limit,
@@ -474,10 +464,7 @@ impl Config {
         Some(match name {
             "port" => s.port.to_string(),
             "bind" => s.bind.join(" "),
-            "dir" => std::fs::canonicalize(&s.dir)
-                .unwrap_or_else(|_| s.dir.clone())
-                .display()
-                .to_string(),
+            "dir" => std::fs::canonicalize(&s.dir).unwrap_or_else(|_| s.dir.clone()).display().to_string(),
             "appendonly" => yes_no(s.appendonly),
             "appendfsync" => s.appendfsync.name().to_string(),
             "appenddirname" => s.appenddirname.clone(),
@@ -492,14 +479,8 @@ impl Config {
             "maxclients" => live.maxclients.load(Ordering::Relaxed).to_string(),
             "timeout" => live.timeout_secs.load(Ordering::Relaxed).to_string(),
             "proto-max-bulk-len" => live.proto_max_bulk_len.load(Ordering::Relaxed).to_string(),
-            "proto-max-multibulk-len" => live
-                .proto_max_multibulk_len
-                .load(Ordering::Relaxed)
-                .to_string(),
-            "client-query-buffer-limit" => live
-                .client_query_buffer_limit
-                .load(Ordering::Relaxed)
-                .to_string(),
+            "proto-max-multibulk-len" => live.proto_max_multibulk_len.load(Ordering::Relaxed).to_string(),
+            "client-query-buffer-limit" => live.client_query_buffer_limit.load(Ordering::Relaxed).to_string(),
             "client-output-buffer-limit" => format!(
                 "normal {} slave 268435456 67108864 60 pubsub {}",
                 limit(s.normal_output_limit),
@@ -511,21 +492,14 @@ impl Config {
             "save" => String::new(),
             "loglevel" => s.loglevel.clone(),
             "io-threads" => s.io_threads.to_string(),
-            "admin-port" => s
-                .admin_port
-                .unwrap_or(s.port.saturating_add(10_000))
-                .to_string(),
+            "admin-port" => s.admin_port.unwrap_or(s.port.saturating_add(10_000)).to_string(),
             _ => return None,
         })
     }
 
     /// Names of all parameters matching a CONFIG GET glob, in table order.
     pub fn matching(&self, pattern: &[u8]) -> Vec<&'static str> {
-        PARAMS
-            .iter()
-            .filter(|p| crate::glob::matches(pattern, p.name.as_bytes(), true))
-            .map(|p| p.name)
-            .collect()
+        PARAMS.iter().filter(|p| crate::glob::matches(pattern, p.name.as_bytes(), true)).map(|p| p.name).collect()
     }
 
     /// Whether `name` is a known parameter.
@@ -536,10 +510,9 @@ impl Config {
     /// Loads a redis.conf-style file: one `name value...` directive per line, `#`
     /// comments, quoted values as in Redis. Errors name the line.
     pub fn load_file(&self, path: &std::path::Path) -> Result<(), String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("can't read config file '{}': {e}", path.display()))?;
-        self.load_text(&text)
-            .map_err(|e| format!("in config file '{}': {e}", path.display()))
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("can't read config file '{}': {e}", path.display()))?;
+        self.load_text(&text).map_err(|e| format!("in config file '{}': {e}", path.display()))
     }
 
     pub fn load_text(&self, text: &str) -> Result<(), String> {
@@ -552,10 +525,8 @@ impl Config {
             let mut spans = Vec::new();
             crate::resp::split_args(line.as_bytes(), &mut out, &mut spans)
                 .map_err(|()| format!("line {}: unbalanced quotes in '{line}'", n + 1))?;
-            let words: Vec<String> = spans
-                .iter()
-                .map(|s| String::from_utf8_lossy(&out[s.clone()]).into_owned())
-                .collect();
+            let words: Vec<String> =
+                spans.iter().map(|s| String::from_utf8_lossy(&out[s.clone()]).into_owned()).collect();
             let Some((name, values)) = words.split_first() else {
                 continue;
             };
@@ -565,8 +536,7 @@ impl Config {
                     n + 1
                 ));
             }
-            self.set(name, &values.join(" "), false)
-                .map_err(|e| format!("line {}: {e}", n + 1))?;
+            self.set(name, &values.join(" "), false).map_err(|e| format!("line {}: {e}", n + 1))?;
         }
         Ok(())
     }
@@ -611,28 +581,13 @@ mod tests {
     #[test]
     fn file_flags_and_config_set_share_one_table() {
         let c = Config::new();
-        c.load_text(
-            "# comment\nport 7400\nmaxmemory 100mb\nmaxmemory-policy allkeys-lru\nappendonly yes\n",
-        )
-        .unwrap();
+        c.load_text("# comment\nport 7400\nmaxmemory 100mb\nmaxmemory-policy allkeys-lru\nappendonly yes\n").unwrap();
         assert_eq!(c.get("port").unwrap(), "7400");
         assert_eq!(c.live.maxmemory.load(Ordering::Relaxed), 100 << 20);
         assert_eq!(c.live.policy(), EvictionPolicy::AllKeysLru);
-        assert!(c
-            .load_text("replicaof 1.2.3.4 6379")
-            .unwrap_err()
-            .contains("replicaof"));
-        assert!(matches!(
-            c.set("port", "1", true),
-            Err(ConfigError::Immutable(_))
-        ));
-        assert!(matches!(
-            c.set("maxmemory-policy", "lol", true),
-            Err(ConfigError::Invalid { .. })
-        ));
-        assert_eq!(
-            c.matching(b"maxmemory*"),
-            vec!["maxmemory", "maxmemory-policy", "maxmemory-samples"]
-        );
+        assert!(c.load_text("replicaof 1.2.3.4 6379").unwrap_err().contains("replicaof"));
+        assert!(matches!(c.set("port", "1", true), Err(ConfigError::Immutable(_))));
+        assert!(matches!(c.set("maxmemory-policy", "lol", true), Err(ConfigError::Invalid { .. })));
+        assert_eq!(c.matching(b"maxmemory*"), vec!["maxmemory", "maxmemory-policy", "maxmemory-samples"]);
     }
 }

@@ -59,11 +59,7 @@ struct QueryBuf {
 
 impl QueryBuf {
     fn new() -> Self {
-        QueryBuf {
-            buf: vec![0; READ_CHUNK],
-            start: 0,
-            end: 0,
-        }
+        QueryBuf { buf: vec![0; READ_CHUNK], start: 0, end: 0 }
     }
 
     fn pending(&self) -> &[u8] {
@@ -127,9 +123,7 @@ pub async fn serve(server: Arc<Server>, std_stream: std::net::TcpStream, peer: S
     let fd = std_stream.as_raw_fd();
     // SAFETY: a std TcpStream owns its descriptor and returns the same one from
     // as_raw_fd() until it is dropped, which happens only when the AsyncFd is dropped.
-    let registered = unsafe {
-        AsyncFd::register_with_interest(std_stream, Interest::READABLE | Interest::WRITABLE)
-    };
+    let registered = unsafe { AsyncFd::register_with_interest(std_stream, Interest::READABLE | Interest::WRITABLE) };
     let sock = match registered {
         Ok(s) => s,
         Err(e) => {
@@ -197,11 +191,7 @@ impl Conn<'_> {
                     return Exit::Closed;
                 }
                 Some(Action::Sleep(d)) => tokio::time::sleep(d).await,
-                Some(Action::Block {
-                    waiter,
-                    timeout,
-                    retry,
-                }) => {
+                Some(Action::Block { waiter, timeout, retry }) => {
                     match self.block(session, waiter, retry, timeout).await {
                         Ok(true) => {}
                         Ok(false) => return Exit::Closed,
@@ -268,10 +258,7 @@ impl Conn<'_> {
                         guard.clear_ready_matching(tokio::io::Ready::READABLE);
                     }
                     self.query.end += n;
-                    self.server
-                        .stats
-                        .net_input_bytes
-                        .fetch_add(n as u64, Ordering::Relaxed);
+                    self.server.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
                     return Ok(true);
                 }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -314,10 +301,7 @@ impl Conn<'_> {
                 Ok(Parsed::Incomplete { at_least }) => {
                     let limit = live.client_query_buffer_limit.load(Ordering::Relaxed);
                     if self.query.pending_len() > limit || at_least.is_some_and(|n| n > limit) {
-                        tracing::warn!(
-                            client = session.id,
-                            "closing client that reached max query buffer length"
-                        );
+                        tracing::warn!(client = session.id, "closing client that reached max query buffer length");
                         return Err(());
                     }
                     self.query.reserve(at_least);
@@ -453,10 +437,7 @@ impl Conn<'_> {
                 Err(_would_block) => {}
             }
         }
-        self.server
-            .stats
-            .net_output_bytes
-            .fetch_add(written as u64, Ordering::Relaxed);
+        self.server.stats.net_output_bytes.fetch_add(written as u64, Ordering::Relaxed);
         self.out.clear();
         Ok(())
     }
@@ -563,14 +544,9 @@ impl minicore::lifecycle::Service for KvService {
     }
     async fn rejected(self: Arc<Self>, stream: TcpStream, _peer: SocketAddr) {
         use tokio::io::AsyncWriteExt;
-        self.server
-            .clients
-            .rejected_connections
-            .fetch_add(1, Ordering::Relaxed);
+        self.server.clients.rejected_connections.fetch_add(1, Ordering::Relaxed);
         let mut stream = stream;
-        let _ = stream
-            .write_all(b"-ERR max number of clients reached\r\n")
-            .await;
+        let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
         let _ = stream.shutdown().await;
     }
 

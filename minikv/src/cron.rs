@@ -20,15 +20,12 @@ pub async fn run(server: Arc<Server>) {
             _ = tokio::time::sleep(tick) => {}
             _ = server.shutdown.wait() => return,
         }
-        if server.config.live.active_expire.load(Ordering::Relaxed)
-            && !server.loading.load(Ordering::Relaxed)
-        {
+        if server.config.live.active_expire.load(Ordering::Relaxed) && !server.loading.load(Ordering::Relaxed) {
             let budget = tick * SLOW_TIME_PERCENT as u32 / 100;
             let s = server.clone();
             // The cycle takes shard locks; keep it off the async workers' critical path.
-            cursor = tokio::task::spawn_blocking(move || active_expire_cycle(&s, cursor, budget))
-                .await
-                .unwrap_or(cursor);
+            cursor =
+                tokio::task::spawn_blocking(move || active_expire_cycle(&s, cursor, budget)).await.unwrap_or(cursor);
         }
         if let Some(aof) = server.aof() {
             aof.maybe_auto_rewrite(&server);
@@ -60,13 +57,10 @@ pub fn active_expire_cycle(server: &Server, mut cursor: usize, budget: Duration)
         }
         let now = crate::server::unix_ms();
         let mut removed = Vec::new();
-        let (round, _) = expiry::expire_table(
-            &mut shard.dbs[db],
-            now,
-            &mut rng as &mut dyn Random,
-            ROUNDS_PER_TIME_CHECK,
-            |k| removed.push(k),
-        );
+        let (round, _) =
+            expiry::expire_table(&mut shard.dbs[db], now, &mut rng as &mut dyn Random, ROUNDS_PER_TIME_CHECK, |k| {
+                removed.push(k)
+            });
         if removed.is_empty() {
             continue;
         }
@@ -89,10 +83,7 @@ pub fn active_expire_cycle(server: &Server, mut cursor: usize, budget: Duration)
         }
     }
     server.stats.expire_cycles.fetch_add(1, Ordering::Relaxed);
-    server
-        .stats
-        .expire_cycle_time_us
-        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    server.stats.expire_cycle_time_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     cursor
 }
 
@@ -106,9 +97,7 @@ fn close_idle_clients(server: &Server) {
     let now = crate::server::unix_ms();
     for c in server.clients.all() {
         let idle = now.saturating_sub(c.last_interaction_ms.load(Ordering::Relaxed));
-        let subscribed = c.subscriptions.load(Ordering::Relaxed)
-            + c.pattern_subscriptions.load(Ordering::Relaxed)
-            > 0;
+        let subscribed = c.subscriptions.load(Ordering::Relaxed) + c.pattern_subscriptions.load(Ordering::Relaxed) > 0;
         if idle > timeout * 1000 && !subscribed && !c.blocked.load(Ordering::Relaxed) {
             tracing::debug!(client = c.id, "closing idle client");
             c.kill();

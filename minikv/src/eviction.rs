@@ -30,13 +30,7 @@ pub struct AccessClock {
 
 impl Default for AccessClock {
     fn default() -> Self {
-        AccessClock {
-            lfu: false,
-            now_secs: 0,
-            now_minutes: 0,
-            lfu_log_factor: 10,
-            lfu_decay_time: 1,
-        }
+        AccessClock { lfu: false, now_secs: 0, now_minutes: 0, lfu_log_factor: 10, lfu_decay_time: 1 }
     }
 }
 
@@ -89,16 +83,8 @@ impl AccessClock {
     pub fn lfu_decayed_counter(&self, lru: u32) -> u32 {
         let last = lru >> 8;
         let counter = lru & 0xff;
-        let elapsed = if self.now_minutes >= last {
-            self.now_minutes - last
-        } else {
-            65535 - last + self.now_minutes
-        };
-        let periods = if self.lfu_decay_time > 0 {
-            elapsed / self.lfu_decay_time
-        } else {
-            0
-        };
+        let elapsed = if self.now_minutes >= last { self.now_minutes - last } else { 65535 - last + self.now_minutes };
+        let periods = if self.lfu_decay_time > 0 { elapsed / self.lfu_decay_time } else { 0 };
         counter.saturating_sub(periods)
     }
 }
@@ -177,17 +163,10 @@ pub fn make_room(server: &Server, batch: &mut Batch) -> bool {
 
 /// Evicts one key chosen by `policy`. Returns false if there was nothing to evict.
 fn evict_one(server: &Server, policy: EvictionPolicy, samples: usize, batch: &Batch) -> bool {
-    let random = matches!(
-        policy,
-        EvictionPolicy::AllKeysRandom | EvictionPolicy::VolatileRandom
-    );
+    let random = matches!(policy, EvictionPolicy::AllKeysRandom | EvictionPolicy::VolatileRandom);
     // A few attempts: a candidate may have been deleted since it was sampled.
     for _ in 0..SHARDS {
-        let victim = if random {
-            random_victim(server, policy)
-        } else {
-            pooled_victim(server, policy, samples, batch)
-        };
+        let victim = if random { random_victim(server, policy) } else { pooled_victim(server, policy, samples, batch) };
         let Some(c) = victim else { return false };
         let hash = hash_bytes(&c.key);
         let mut shard = server.keyspace.lock_shard(shard_of(hash));
@@ -228,11 +207,7 @@ fn random_victim(server: &Server, policy: EvictionPolicy) -> Option<Candidate> {
                 table.random_pos(fastrand::u64(..))
             };
             if let Some(pos) = pos {
-                return Some(Candidate {
-                    score: 0,
-                    db,
-                    key: table.key_at(pos).clone(),
-                });
+                return Some(Candidate { score: 0, db, key: table.key_at(pos).clone() });
             }
         }
     }
@@ -240,12 +215,7 @@ fn random_victim(server: &Server, policy: EvictionPolicy) -> Option<Candidate> {
 }
 
 /// Samples `samples` keys from a few shards into the pool and takes the best one.
-fn pooled_victim(
-    server: &Server,
-    policy: EvictionPolicy,
-    samples: usize,
-    batch: &Batch,
-) -> Option<Candidate> {
+fn pooled_victim(server: &Server, policy: EvictionPolicy, samples: usize, batch: &Batch) -> Option<Candidate> {
     let clock = batch.clock;
     let mut pool = POOL.lock();
     let start = fastrand::usize(..SHARDS);
@@ -255,11 +225,7 @@ fn pooled_victim(
     for i in 0..4.min(SHARDS) {
         let shard = server.keyspace.lock_shard((start + i * 17) % SHARDS);
         for (db, table) in shard.dbs.iter().enumerate() {
-            let n = if policy.volatile_only() {
-                table.volatile_len()
-            } else {
-                table.len()
-            };
+            let n = if policy.volatile_only() { table.volatile_len() } else { table.len() };
             if n == 0 {
                 continue;
             }
@@ -289,11 +255,7 @@ fn pooled_victim(
                     continue;
                 }
                 if pool.len() < POOL_SIZE || pool.first().is_some_and(|worst| worst.score < score) {
-                    pool.push(Candidate {
-                        score,
-                        db,
-                        key: key.clone(),
-                    });
+                    pool.push(Candidate { score, db, key: key.clone() });
                     pool.sort_by_key(|c| c.score);
                     if pool.len() > POOL_SIZE {
                         pool.remove(0);

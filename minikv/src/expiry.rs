@@ -124,12 +124,7 @@ mod tests {
         let mut t = Table::default();
         for i in 0..live + expired {
             let key = format!("k{i}");
-            let pos = t.insert_new(
-                hash_bytes(key.as_bytes()),
-                key.as_bytes(),
-                Value::str(b"v"),
-                0,
-            );
+            let pos = t.insert_new(hash_bytes(key.as_bytes()), key.as_bytes(), Value::str(b"v"), 0);
             let at = if i < expired { now - 1 } else { now + 60_000 };
             t.set_expire(pos, Some(at));
         }
@@ -141,19 +136,11 @@ mod tests {
         run_ticks_with_rounds(table, now, ticks, rng, ROUNDS_PER_TIME_CHECK)
     }
 
-    fn run_ticks_with_rounds(
-        table: &mut Table,
-        now: u64,
-        ticks: usize,
-        rng: &mut dyn Random,
-        rounds: usize,
-    ) -> usize {
+    fn run_ticks_with_rounds(table: &mut Table, now: u64, ticks: usize, rng: &mut dyn Random, rounds: usize) -> usize {
         for _ in 0..ticks {
             expire_table(table, now, rng, rounds, |_| {});
         }
-        (0..table.len())
-            .filter(|&p| table.expire_at(p).is_some_and(|at| at <= now))
-            .count()
+        (0..table.len()).filter(|&p| table.expire_at(p).is_some_and(|at| at <= now)).count()
     }
 
     #[test]
@@ -174,10 +161,7 @@ mod tests {
         let now = 1_000_000;
         let mut t = table_with(10_000, 0, now);
         let (round, still_stale) = expire_table(&mut t, now, &mut Seeded(3), 100, |_| {});
-        assert_eq!(
-            round.sampled, KEYS_PER_LOOP,
-            "one round only when nothing is stale"
-        );
+        assert_eq!(round.sampled, KEYS_PER_LOOP, "one round only when nothing is stale");
         assert!(!still_stale);
     }
 
@@ -189,10 +173,7 @@ mod tests {
         let now = 1_000_000;
         let mut broken = table_with(0, 5000, now);
         let left = run_ticks_with_rounds(&mut broken, now, 100, &mut Seeded(42), 1);
-        assert!(
-            left > 0,
-            "the non-repeating cycle removed everything; the test cannot tell them apart"
-        );
+        assert!(left > 0, "the non-repeating cycle removed everything; the test cannot tell them apart");
         let mut real = table_with(0, 5000, now);
         assert_eq!(run_ticks(&mut real, now, 100, &mut Seeded(42)), 0);
     }

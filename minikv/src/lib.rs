@@ -88,41 +88,25 @@ pub async fn start(config: Config) -> Result<Running, String> {
             .map_err(|e| format!("can't bind {addr}:{}: {e}", settings.port))?;
         listeners.push(listener);
     }
-    let addr = listeners
-        .first()
-        .ok_or("no bind address configured")?
-        .local_addr()
-        .map_err(|e| e.to_string())?;
+    let addr = listeners.first().ok_or("no bind address configured")?.local_addr().map_err(|e| e.to_string())?;
     server.port.store(addr.port() as u64, Ordering::Relaxed);
 
     let registry = prometheus::Registry::new();
     let gather_server = server.clone();
     registry
-        .register(Box::new(metrics::KvCollector::new(Arc::new(move || {
-            info::metric_families(&gather_server)
-        }))))
+        .register(Box::new(metrics::KvCollector::new(Arc::new(move || info::metric_families(&gather_server)))))
         .map_err(|e| e.to_string())?;
     let admin = minicore::admin::Admin::new(registry);
     let ready = admin.ready.clone();
     let admin_addr = match server.config.admin_port() {
         Some(port) => {
             let port = if settings.port == 0 { 0 } else { port };
-            let bind = settings
-                .bind
-                .first()
-                .cloned()
-                .unwrap_or_else(|| "127.0.0.1".into());
+            let bind = settings.bind.first().cloned().unwrap_or_else(|| "127.0.0.1".into());
             let listener = tokio::net::TcpListener::bind((bind.as_str(), port))
                 .await
-                .map_err(|e| {
-                    format!("can't bind the admin endpoint {bind}:{port}: {e} (set --admin-port)")
-                })?;
+                .map_err(|e| format!("can't bind the admin endpoint {bind}:{port}: {e} (set --admin-port)"))?;
             let local = listener.local_addr().map_err(|e| e.to_string())?;
-            tokio::spawn(minicore::admin::serve(
-                listener,
-                admin,
-                server.shutdown.clone(),
-            ));
+            tokio::spawn(minicore::admin::serve(listener, admin, server.shutdown.clone()));
             Some(local)
         }
         None => None,
@@ -130,8 +114,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
 
     if settings.appendonly {
         let dir = settings.dir.join(&settings.appenddirname);
-        let (aof, truncated) =
-            aof::Aof::open(&dir, settings.appendfsync, settings.aof_load_corrupt)?;
+        let (aof, truncated) = aof::Aof::open(&dir, settings.appendfsync, settings.aof_load_corrupt)?;
         if let Some(t) = truncated {
             tracing::warn!("AOF: {t}");
         }
@@ -153,17 +136,14 @@ pub async fn start(config: Config) -> Result<Running, String> {
     ready.store(true, Ordering::Release);
 
     tokio::spawn(cron::run(server.clone()));
-    let workers = Arc::new(
-        connection::Workers::start(settings.io_threads).map_err(|e| format!("can't start I/O workers: {e}"))?,
-    );
+    let workers =
+        Arc::new(connection::Workers::start(settings.io_threads).map_err(|e| format!("can't start I/O workers: {e}"))?);
     let service = Arc::new(connection::KvService { server: server.clone(), workers: workers.clone() });
     let limit = server.limit.clone();
     let shutdown = server.shutdown.clone();
     let done = server.clone();
     let task = tokio::spawn(async move {
-        let left =
-            minicore::lifecycle::serve(listeners, service, limit, shutdown, Default::default())
-                .await;
+        let left = minicore::lifecycle::serve(listeners, service, limit, shutdown, Default::default()).await;
         if left > 0 {
             tracing::warn!(connections = left, "shut down with connections still open");
         }
@@ -178,10 +158,5 @@ pub async fn start(config: Config) -> Result<Running, String> {
         tracing::info!("minikv is now ready to exit, bye bye...");
     });
     tracing::info!(%addr, admin = ?admin_addr, "ready to accept connections");
-    Ok(Running {
-        addr,
-        admin_addr,
-        server,
-        task,
-    })
+    Ok(Running { addr, admin_addr, server, task })
 }

@@ -38,11 +38,7 @@ fn parse_args(config: &Config) -> Result<(), String> {
             std::process::exit(0);
         }
         if first == "-v" || first == "--version" {
-            println!(
-                "minikv {} (Redis {} compatible)",
-                env!("CARGO_PKG_VERSION"),
-                minikv::REDIS_VERSION
-            );
+            println!("minikv {} (Redis {} compatible)", env!("CARGO_PKG_VERSION"), minikv::REDIS_VERSION);
             std::process::exit(0);
         }
         if !first.starts_with("--") {
@@ -52,10 +48,7 @@ fn parse_args(config: &Config) -> Result<(), String> {
     }
     while i < args.len() {
         let Some(name) = args[i].strip_prefix("--") else {
-            return Err(format!(
-                "unexpected argument '{}'; flags look like --port 7379 (see --help)",
-                args[i]
-            ));
+            return Err(format!("unexpected argument '{}'; flags look like --port 7379 (see --help)", args[i]));
         };
         let mut values = Vec::new();
         i += 1;
@@ -63,9 +56,7 @@ fn parse_args(config: &Config) -> Result<(), String> {
             values.push(args[i].clone());
             i += 1;
         }
-        config
-            .set(name, &values.join(" "), false)
-            .map_err(|e| format!("--{name}: {e}"))?;
+        config.set(name, &values.join(" "), false).map_err(|e| format!("--{name}: {e}"))?;
     }
     Ok(())
 }
@@ -86,30 +77,21 @@ fn main() {
         _ => "error",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(settings.io_threads)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("can't start the runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(settings.io_threads).enable_all().build() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("can't start the runtime: {e}");
+                std::process::exit(1);
+            }
+        };
     let result = runtime.block_on(async {
         let running = minikv::start(config).await?;
-        running
-            .server
-            .shutdown
-            .trigger_on_signals()
-            .map_err(|e| e.to_string())?;
+        running.server.shutdown.trigger_on_signals().map_err(|e| e.to_string())?;
         running.wait().await;
         Ok::<(), String>(())
     });

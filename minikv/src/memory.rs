@@ -20,8 +20,7 @@ use crossbeam::utils::CachePadded;
 
 const SLOTS: usize = 64;
 
-static COUNTS: [CachePadded<AtomicI64>; SLOTS] =
-    [const { CachePadded::new(AtomicI64::new(0)) }; SLOTS];
+static COUNTS: [CachePadded<AtomicI64>; SLOTS] = [const { CachePadded::new(AtomicI64::new(0)) }; SLOTS];
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 

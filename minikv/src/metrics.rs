@@ -17,9 +17,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crossbeam::utils::CachePadded;
-use prometheus::proto::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
-};
+use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
 /// Upper bounds of the latency buckets, in nanoseconds (1 µs to 1 s, then +Inf).
 pub const LATENCY_BOUNDS_NS: [u64; 16] = [
@@ -75,17 +73,9 @@ thread_local! {
 impl CommandStats {
     pub fn new(names: Vec<String>) -> Self {
         let slots = (0..MAX_THREADS)
-            .map(|_| {
-                CachePadded::new(ThreadSlot {
-                    commands: (0..names.len()).map(|_| Counters::default()).collect(),
-                })
-            })
+            .map(|_| CachePadded::new(ThreadSlot { commands: (0..names.len()).map(|_| Counters::default()).collect() }))
             .collect();
-        CommandStats {
-            slots,
-            names,
-            next_thread: AtomicUsize::new(0),
-        }
+        CommandStats { slots, names, next_thread: AtomicUsize::new(0) }
     }
 
     #[inline]
@@ -93,10 +83,7 @@ impl CommandStats {
         THREAD_SLOT.with(|s| {
             let mut i = s.get();
             if i == usize::MAX {
-                i = self
-                    .next_thread
-                    .fetch_add(1, Ordering::Relaxed)
-                    .min(MAX_THREADS - 1);
+                i = self.next_thread.fetch_add(1, Ordering::Relaxed).min(MAX_THREADS - 1);
                 s.set(i);
             }
             // The last slot may be shared; the others have exactly one writer.
@@ -107,10 +94,7 @@ impl CommandStats {
     #[inline]
     fn bump(counter: &AtomicU64, n: u64, exclusive: bool) {
         if exclusive {
-            counter.store(
-                counter.load(Ordering::Relaxed).wrapping_add(n),
-                Ordering::Relaxed,
-            );
+            counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
         } else {
             counter.fetch_add(n, Ordering::Relaxed);
         }
@@ -140,10 +124,7 @@ impl CommandStats {
     pub fn snapshot(&self) -> Vec<CommandSnapshot> {
         (0..self.names.len())
             .map(|cmd| {
-                let mut s = CommandSnapshot {
-                    name: self.names[cmd].clone(),
-                    ..Default::default()
-                };
+                let mut s = CommandSnapshot { name: self.names[cmd].clone(), ..Default::default() };
                 for slot in self.slots.iter() {
                     let c = &slot.commands[cmd];
                     s.calls += c.calls.load(Ordering::Relaxed);
@@ -210,11 +191,7 @@ impl SharedHistogram {
     }
 
     fn to_proto(&self) -> Histogram {
-        let buckets: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
+        let buckets: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
         histogram_proto(self.count(), self.nanos.load(Ordering::Relaxed), &buckets)
     }
 }
@@ -263,13 +240,7 @@ impl Families {
             None => self.family(name, help, MetricType::GAUGE),
         };
         let mut m = Metric::default();
-        m.set_label(
-            labels
-                .iter()
-                .map(|(k, v)| label(k, v))
-                .collect::<Vec<_>>()
-                .into(),
-        );
+        m.set_label(labels.iter().map(|(k, v)| label(k, v)).collect::<Vec<_>>().into());
         let mut g = Gauge::default();
         g.set_value(value);
         m.set_gauge(g);
@@ -283,13 +254,7 @@ impl Families {
             None => self.family(name, help, MetricType::COUNTER),
         };
         let mut m = Metric::default();
-        m.set_label(
-            labels
-                .iter()
-                .map(|(k, v)| label(k, v))
-                .collect::<Vec<_>>()
-                .into(),
-        );
+        m.set_label(labels.iter().map(|(k, v)| label(k, v)).collect::<Vec<_>>().into());
         let mut c = Counter::default();
         c.set_value(value);
         m.set_counter(c);
@@ -327,10 +292,7 @@ pub struct KvCollector {
 
 impl KvCollector {
     pub fn new(gather: Arc<dyn Fn() -> Vec<MetricFamily> + Send + Sync>) -> Self {
-        KvCollector {
-            desc: Vec::new(),
-            gather,
-        }
+        KvCollector { desc: Vec::new(), gather }
     }
 }
 
@@ -358,11 +320,7 @@ pub fn rss_bytes() -> u64 {
     });
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-        })
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
         .map(|pages| pages * page)
         .unwrap_or(0)
 }

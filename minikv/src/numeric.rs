@@ -48,13 +48,8 @@ fn strtod(s: &[u8]) -> Option<Strtod> {
     let mut erange = 0i32;
     // SAFETY: the buffer is NUL-terminated and outlives the call; the out-pointers
     // point to live locals.
-    let value =
-        unsafe { minikv_strtod(nul_terminated.as_ptr().cast(), &mut consumed, &mut erange) };
-    Some(Strtod {
-        value,
-        consumed,
-        erange: erange != 0,
-    })
+    let value = unsafe { minikv_strtod(nul_terminated.as_ptr().cast(), &mut consumed, &mut erange) };
+    Some(Strtod { value, consumed, erange: erange != 0 })
 }
 
 /// Redis's `string2d`: the parse behind "value is not a valid float" for scores and
@@ -129,14 +124,7 @@ pub fn long_double_incr(base: Option<&[u8]>, incr: &[u8]) -> Result<Vec<u8>, Flo
     // SAFETY: pointers and lengths describe live slices; the shim copies inputs into
     // bounded NUL-terminated buffers and writes at most `out.len()` bytes.
     let n = unsafe {
-        minikv_ld_incr(
-            base_ptr.cast(),
-            base_len,
-            incr.as_ptr().cast(),
-            incr.len(),
-            out.as_mut_ptr().cast(),
-            out.len(),
-        )
+        minikv_ld_incr(base_ptr.cast(), base_len, incr.as_ptr().cast(), incr.len(), out.as_mut_ptr().cast(), out.len())
     };
     match n {
         -1 => Err(FloatIncrError::BaseNotFloat),
@@ -174,12 +162,7 @@ mod tests {
         assert_eq!(parse_double(b"-inf"), Some(f64::NEG_INFINITY));
         assert_eq!(parse_double(b"0x10"), Some(16.0));
         for bad in [&b""[..], b" 1", b"1 ", b"nan", b"1e999", b"abc", b"1\0"] {
-            assert_eq!(
-                parse_double(bad),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+            assert_eq!(parse_double(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
         assert_eq!(parse_score_bound(b"(1.5"), Some((1.5, true)));
         assert_eq!(parse_score_bound(b" 2"), Some((2.0, false)));
@@ -193,17 +176,8 @@ mod tests {
         assert_eq!(long_double_incr(None, b"5").unwrap(), b"5");
         assert_eq!(long_double_incr(Some(b"-1"), b"1").unwrap(), b"0");
         assert_eq!(long_double_incr(Some(b"5.0e3"), b"2.0e2").unwrap(), b"5200");
-        assert_eq!(
-            long_double_incr(Some(b"x"), b"1"),
-            Err(FloatIncrError::BaseNotFloat)
-        );
-        assert_eq!(
-            long_double_incr(Some(b"1"), b" 1"),
-            Err(FloatIncrError::IncrNotFloat)
-        );
-        assert_eq!(
-            long_double_incr(Some(b"1"), b"inf"),
-            Err(FloatIncrError::NanOrInfinity)
-        );
+        assert_eq!(long_double_incr(Some(b"x"), b"1"), Err(FloatIncrError::BaseNotFloat));
+        assert_eq!(long_double_incr(Some(b"1"), b" 1"), Err(FloatIncrError::IncrNotFloat));
+        assert_eq!(long_double_incr(Some(b"1"), b"inf"), Err(FloatIncrError::NanOrInfinity));
     }
 }

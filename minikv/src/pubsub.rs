@@ -55,23 +55,12 @@ pub struct Subscriber {
 impl Subscriber {
     pub fn new(client: Arc<ClientInfo>) -> (Arc<Subscriber>, mpsc::UnboundedReceiver<Message>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (
-            Arc::new(Subscriber {
-                client,
-                tx,
-                pending: AtomicUsize::new(0),
-                over_soft_since: AtomicU64::new(0),
-            }),
-            rx,
-        )
+        (Arc::new(Subscriber { client, tx, pending: AtomicUsize::new(0), over_soft_since: AtomicU64::new(0) }), rx)
     }
 
     /// Called by the connection after writing a message out.
     pub fn written(&self, bytes: usize) {
-        self.pending.fetch_sub(
-            bytes.min(self.pending.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
+        self.pending.fetch_sub(bytes.min(self.pending.load(Ordering::Relaxed)), Ordering::Relaxed);
     }
 
     pub fn pending(&self) -> usize {
@@ -138,10 +127,7 @@ impl PubSub {
 
     pub fn psubscribe(&self, pattern: &[u8], sub: &Arc<Subscriber>) -> bool {
         let mut pats = self.patterns.write();
-        if pats
-            .iter()
-            .any(|(p, s)| p == pattern && Arc::ptr_eq(s, sub))
-        {
+        if pats.iter().any(|(p, s)| p == pattern && Arc::ptr_eq(s, sub)) {
             return false;
         }
         pats.push((pattern.to_vec(), sub.clone()));
@@ -155,14 +141,9 @@ impl PubSub {
         pats.len() != before
     }
 
-    /// Delivers a message; returns how many subscribers received it.
-    pub fn publish(
-        &self,
-        channel: &[u8],
-        payload: &[u8],
-        limit: OutputLimit,
-        now_ms: u64,
-    ) -> usize {
+    /// Delivers a message. Returns how many subscribers received it, and how many were
+    /// disconnected for being over their output buffer limit.
+    pub fn publish(&self, channel: &[u8], payload: &[u8], limit: OutputLimit, now_ms: u64) -> (usize, usize) {
         let channel: Arc<[u8]> = channel.into();
         let payload: Arc<[u8]> = payload.into();
         let mut receivers = 0;
@@ -171,11 +152,7 @@ impl PubSub {
             let map = self.channels[shard(&channel)].lock();
             if let Some(subs) = map.get(&channel[..]) {
                 for s in subs {
-                    let msg = Message {
-                        pattern: None,
-                        channel: channel.clone(),
-                        payload: payload.clone(),
-                    };
+                    let msg = Message { pattern: None, channel: channel.clone(), payload: payload.clone() };
                     match s.deliver(msg, limit, now_ms) {
                         Some(true) => receivers += 1,
                         Some(false) => too_slow.push(s.clone()),
@@ -201,15 +178,12 @@ impl PubSub {
                 }
             }
         }
+        let dropped = too_slow.len();
         for s in too_slow {
-            tracing::warn!(
-                client = s.client.id,
-                pending = s.pending(),
-                "closing pub/sub client over its output buffer limit"
-            );
+            tracing::warn!(client = s.client.id, pending = s.pending(), "closing pub/sub client over its output buffer limit");
             s.client.kill();
         }
-        receivers
+        (receivers, dropped)
     }
 
     /// Channels with at least one subscriber, optionally matching a pattern.
@@ -226,10 +200,7 @@ impl PubSub {
     }
 
     pub fn numsub(&self, channel: &[u8]) -> usize {
-        self.channels[shard(channel)]
-            .lock()
-            .get(channel)
-            .map_or(0, |s| s.len())
+        self.channels[shard(channel)].lock().get(channel).map_or(0, |s| s.len())
     }
 
     /// Number of distinct patterns subscribed (PUBSUB NUMPAT).

@@ -47,11 +47,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_bulk_len: 512 * 1024 * 1024,
-            max_multibulk_len: i32::MAX as usize,
-            unauthenticated: false,
-        }
+        Limits { max_bulk_len: 512 * 1024 * 1024, max_multibulk_len: i32::MAX as usize, unauthenticated: false }
     }
 }
 
@@ -110,12 +106,7 @@ impl Default for ArgBuf {
 
 impl ArgBuf {
     pub fn new() -> Self {
-        ArgBuf {
-            spans: Vec::with_capacity(8),
-            inline: Vec::new(),
-            source: Source::Input,
-            partial: None,
-        }
+        ArgBuf { spans: Vec::with_capacity(8), inline: Vec::new(), source: Source::Input, partial: None }
     }
 
     /// Parses one request from the front of `input`.
@@ -141,10 +132,7 @@ impl ArgBuf {
             Source::Input => input,
             Source::Inline => &self.inline[..],
         };
-        Args {
-            data,
-            spans: &self.spans,
-        }
+        Args { data, spans: &self.spans }
     }
 
     fn parse_multibulk(&mut self, input: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError> {
@@ -157,16 +145,14 @@ impl ArgBuf {
                     }
                     return Ok(Parsed::Incomplete { at_least: None });
                 };
-                let count = parse_len(&input[1..line_end])
-                    .ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
+                let count =
+                    parse_len(&input[1..line_end]).ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
                 if count > i32::MAX as i64 {
                     return Err(ProtocolError::new("invalid multibulk length"));
                 }
                 let after_header = line_end + 2;
                 if count <= 0 {
-                    return Ok(Parsed::Nothing {
-                        consumed: after_header,
-                    });
+                    return Ok(Parsed::Nothing { consumed: after_header });
                 }
                 let count = count as usize;
                 if limits.unauthenticated && count > UNAUTHENTICATED_MAX_ARGS {
@@ -187,10 +173,7 @@ impl ArgBuf {
             }
             if input[pos] != b'$' {
                 self.partial = None;
-                return Err(ProtocolError(format!(
-                    "expected '$', got '{}'",
-                    input[pos] as char
-                )));
+                return Err(ProtocolError(format!("expected '$', got '{}'", input[pos] as char)));
             }
             let Some(line_end) = find_crlf(input, pos + 1) else {
                 if input.len() - pos > MAX_INLINE_LEN {
@@ -216,9 +199,7 @@ impl ArgBuf {
             let end = start + len;
             if end + 2 > input.len() {
                 self.partial = Some((argc, pos));
-                return Ok(Parsed::Incomplete {
-                    at_least: Some(end + 2),
-                });
+                return Ok(Parsed::Incomplete { at_least: Some(end + 2) });
             }
             self.spans.push(start..end);
             pos = end + 2;
@@ -293,10 +274,7 @@ impl<'a> Args<'a> {
 
     /// Arguments `from..` (for example the keys of `DEL k1 k2 ...`).
     pub fn slice_from(&self, from: usize) -> Args<'a> {
-        Args {
-            data: self.data,
-            spans: &self.spans[from.min(self.spans.len())..],
-        }
+        Args { data: self.data, spans: &self.spans[from.min(self.spans.len())..] }
     }
 }
 
@@ -332,10 +310,7 @@ impl OwnedArgs {
     }
 
     pub fn as_args(&self) -> Args<'_> {
-        Args {
-            data: &self.data,
-            spans: &self.spans,
-        }
+        Args { data: &self.data, spans: &self.spans }
     }
 
     pub fn len(&self) -> usize {
@@ -561,13 +536,13 @@ impl<'a> Reply<'a> {
     }
 
     /// An error reply. `msg` includes the error code, e.g. `"ERR syntax error"`.
-    /// Like Redis, CR and LF inside the message are replaced by spaces so the reply
-    /// stays one line.
+    /// Like Redis's `addReplyErrorFormat`, CR and LF at either end are trimmed and the
+    /// ones inside become spaces, so the reply stays one line.
     pub fn error(&mut self, msg: &str) {
+        let msg = msg.trim_matches(|c| c == '\r' || c == '\n');
         self.buf.push(b'-');
         for &b in msg.as_bytes() {
-            self.buf
-                .push(if b == b'\r' || b == b'\n' { b' ' } else { b });
+            self.buf.push(if b == b'\r' || b == b'\n' { b' ' } else { b });
         }
         self.buf.extend_from_slice(b"\r\n");
     }
@@ -598,14 +573,12 @@ impl<'a> Reply<'a> {
     /// The "no value" reply of commands that return a bulk string: `$-1` or `_`.
     #[inline]
     pub fn null_bulk(&mut self) {
-        self.buf
-            .extend_from_slice(if self.resp3() { b"_\r\n" } else { b"$-1\r\n" });
+        self.buf.extend_from_slice(if self.resp3() { b"_\r\n" } else { b"$-1\r\n" });
     }
 
     /// The "no value" reply of commands that return an array: `*-1` or `_`.
     pub fn null_array(&mut self) {
-        self.buf
-            .extend_from_slice(if self.resp3() { b"_\r\n" } else { b"*-1\r\n" });
+        self.buf.extend_from_slice(if self.resp3() { b"_\r\n" } else { b"*-1\r\n" });
     }
 
     #[inline]
@@ -657,8 +630,7 @@ impl<'a> Reply<'a> {
     /// A boolean: `#t`/`#f` in RESP3, `:1`/`:0` in RESP2.
     pub fn boolean(&mut self, v: bool) {
         if self.resp3() {
-            self.buf
-                .extend_from_slice(if v { b"#t\r\n" } else { b"#f\r\n" });
+            self.buf.extend_from_slice(if v { b"#t\r\n" } else { b"#f\r\n" });
         } else {
             self.int(v as i64);
         }
@@ -747,15 +719,9 @@ mod tests {
     fn protocol_errors_have_redis_messages() {
         let err = |input: &[u8]| parse_all(input).unwrap_err().to_string();
         assert_eq!(err(b"*x\r\n"), "Protocol error: invalid multibulk length");
-        assert_eq!(
-            err(b"*1\r\n+a\r\n"),
-            "Protocol error: expected '$', got '+'"
-        );
+        assert_eq!(err(b"*1\r\n+a\r\n"), "Protocol error: expected '$', got '+'");
         assert_eq!(err(b"*1\r\n$-5\r\n"), "Protocol error: invalid bulk length");
-        assert_eq!(
-            err(b"\"abc\r\n"),
-            "Protocol error: unbalanced quotes in request"
-        );
+        assert_eq!(err(b"\"abc\r\n"), "Protocol error: unbalanced quotes in request");
         let big = vec![b'a'; MAX_INLINE_LEN + 1];
         assert_eq!(err(&big), "Protocol error: too big inline request");
     }
@@ -766,17 +732,9 @@ mod tests {
         let limits = Limits::default();
         let mut argbuf = ArgBuf::new();
         for cut in 0..full.len() {
-            assert!(matches!(
-                argbuf.parse(&full[..cut], &limits).unwrap(),
-                Parsed::Incomplete { .. }
-            ));
+            assert!(matches!(argbuf.parse(&full[..cut], &limits).unwrap(), Parsed::Incomplete { .. }));
         }
-        assert_eq!(
-            argbuf.parse(full, &limits).unwrap(),
-            Parsed::Command {
-                consumed: full.len()
-            }
-        );
+        assert_eq!(argbuf.parse(full, &limits).unwrap(), Parsed::Command { consumed: full.len() });
         let args: Vec<&[u8]> = argbuf.args(full).iter().collect();
         assert_eq!(args, vec![&b"SET"[..], b"key", b"value"]);
     }
@@ -785,22 +743,8 @@ mod tests {
     fn strict_integers() {
         assert_eq!(parse_i64_strict(b"-9223372036854775808"), Some(i64::MIN));
         assert_eq!(parse_i64_strict(b"9223372036854775807"), Some(i64::MAX));
-        for bad in [
-            &b"9223372036854775808"[..],
-            b"01",
-            b"+1",
-            b" 1",
-            b"-",
-            b"",
-            b"-0",
-            b"1a",
-        ] {
-            assert_eq!(
-                parse_i64_strict(bad),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+        for bad in [&b"9223372036854775808"[..], b"01", b"+1", b" 1", b"-", b"", b"-0", b"1a"] {
+            assert_eq!(parse_i64_strict(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }
 

@@ -29,17 +29,11 @@ use crate::pubsub::PubSub;
 /// Unix time in milliseconds.
 #[inline]
 pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 pub fn unix_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 /// Counters that are not per command.
@@ -81,9 +75,7 @@ impl Server {
         let databases = config.with_settings(|s| s.databases);
         let maxclients = config.live.maxclients.load(Ordering::Relaxed);
         let now = unix_ms();
-        let run_id: String = (0..40)
-            .map(|_| char::from_digit(fastrand::u32(0..16), 16).unwrap_or('0'))
-            .collect();
+        let run_id: String = (0..40).map(|_| char::from_digit(fastrand::u32(0..16), 16).unwrap_or('0')).collect();
         Arc::new(Server {
             keyspace: Keyspace::new(databases),
             clients: Clients::new(),

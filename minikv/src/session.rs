@@ -66,9 +66,6 @@ impl Session {
 
     pub fn set_proto(&mut self, proto: Protocol) {
         self.proto = proto;
-        self.info.resp.store(
-            if proto == Protocol::Resp3 { 3 } else { 2 },
-            Ordering::Relaxed,
-        );
+        self.info.resp.store(if proto == Protocol::Resp3 { 3 } else { 2 }, Ordering::Relaxed);
     }
 }

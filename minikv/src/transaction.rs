@@ -51,10 +51,7 @@ pub struct WatchState {
 
 impl Default for WatchState {
     fn default() -> Self {
-        WatchState {
-            flag: Arc::new(WatchFlag::default()),
-            keys: Vec::new(),
-        }
+        WatchState { flag: Arc::new(WatchFlag::default()), keys: Vec::new() }
     }
 }
 

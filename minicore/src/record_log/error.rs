@@ -85,7 +85,9 @@ pub enum LogError {
     },
 
     /// A file is named like a segment (20 digits and `.log`) but the number is out of range.
-    #[error("{file} is named like a log segment but its number does not fit a 64-bit LSN; move it out of the log directory")]
+    #[error(
+        "{file} is named like a log segment but its number does not fit a 64-bit LSN; move it out of the log directory"
+    )]
     BadSegmentName {
         /// The offending file.
         file: PathBuf,
@@ -93,7 +95,9 @@ pub enum LogError {
 
     /// The segment names put the next LSN at `u64::MAX`: no more records fit. Only a file
     /// renamed by hand can cause this.
-    #[error("the record log in {dir} has run out of LSNs (a segment name is near u64::MAX); check the segment file names")]
+    #[error(
+        "the record log in {dir} has run out of LSNs (a segment name is near u64::MAX); check the segment file names"
+    )]
     LsnExhausted {
         /// The log directory.
         dir: PathBuf,
@@ -136,11 +140,7 @@ pub enum LogError {
 impl LogError {
     /// Shorthand for [`LogError::Io`].
     pub(crate) fn io(operation: &'static str, path: &Path, source: io::Error) -> Self {
-        LogError::Io {
-            operation,
-            path: path.to_path_buf(),
-            source,
-        }
+        LogError::Io { operation, path: path.to_path_buf(), source }
     }
 }
 
@@ -162,21 +162,12 @@ mod tests {
         let err = LogError::Corrupt {
             file: PathBuf::from("/data/00000000000000000042.log"),
             offset: 1234,
-            problem: FrameProblem::ChecksumMismatch {
-                stored: 1,
-                computed: 2,
-            },
+            problem: FrameProblem::ChecksumMismatch { stored: 1, computed: 2 },
             next_valid_offset: Some(1300),
         };
         let text = err.to_string();
-        assert!(
-            text.contains("/data/00000000000000000042.log offset 1234"),
-            "{text}"
-        );
+        assert!(text.contains("/data/00000000000000000042.log offset 1234"), "{text}");
         assert!(text.contains("offset 1300"), "{text}");
-        assert!(
-            text.contains("RecoveryMode::TruncateAtCorruption"),
-            "{text}"
-        );
+        assert!(text.contains("RecoveryMode::TruncateAtCorruption"), "{text}");
     }
 }

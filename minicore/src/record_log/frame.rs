@@ -25,21 +25,11 @@ pub(crate) const HEADER_BYTES_U64: u64 = HEADER_BYTES as u64;
 /// `u32`, so the length always fits; the assertion turns a broken caller into a crash
 /// instead of a silently wrapped length on disk.
 pub(crate) fn encode_header(payload: &[u8]) -> [u8; HEADER_BYTES] {
-    let len =
-        u32::try_from(payload.len()).expect("caller checked len against max_record_bytes (a u32)");
+    let len = u32::try_from(payload.len()).expect("caller checked len against max_record_bytes (a u32)");
     let len_bytes = len.to_le_bytes();
     let crc = checksum(len_bytes, payload);
     let crc_bytes = crc.to_le_bytes();
-    [
-        len_bytes[0],
-        len_bytes[1],
-        len_bytes[2],
-        len_bytes[3],
-        crc_bytes[0],
-        crc_bytes[1],
-        crc_bytes[2],
-        crc_bytes[3],
-    ]
+    [len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3], crc_bytes[0], crc_bytes[1], crc_bytes[2], crc_bytes[3]]
 }
 
 /// Appends one whole frame (header and payload) to `out`.
@@ -82,34 +72,21 @@ impl Header {
 ///
 /// A length over the limit can only come from a torn write, a bit flip, or a log written
 /// with a larger limit; in every case the frame cannot be trusted as is.
-pub(crate) fn decode_header(
-    bytes: [u8; HEADER_BYTES],
-    max_record_bytes: u32,
-) -> Result<Header, FrameProblem> {
+pub(crate) fn decode_header(bytes: [u8; HEADER_BYTES], max_record_bytes: u32) -> Result<Header, FrameProblem> {
     let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let crc = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
     if len > max_record_bytes {
-        return Err(FrameProblem::LengthOverLimit {
-            len,
-            max_record_bytes,
-        });
+        return Err(FrameProblem::LengthOverLimit { len, max_record_bytes });
     }
     Ok(Header { len, crc })
 }
 
 /// Checks the payload against the CRC stored in its header.
 pub(crate) fn verify_payload(header: Header, payload: &[u8]) -> Result<(), FrameProblem> {
-    assert_eq!(
-        payload.len() as u64,
-        u64::from(header.len),
-        "caller passes exactly the payload"
-    );
+    assert_eq!(payload.len() as u64, u64::from(header.len), "caller passes exactly the payload");
     let computed = checksum(header.len.to_le_bytes(), payload);
     if computed != header.crc {
-        return Err(FrameProblem::ChecksumMismatch {
-            stored: header.crc,
-            computed,
-        });
+        return Err(FrameProblem::ChecksumMismatch { stored: header.crc, computed });
     }
     Ok(())
 }
@@ -124,16 +101,10 @@ pub(crate) fn check_frame_at(
     offset: usize,
     max_record_bytes: u32,
 ) -> Result<std::ops::Range<usize>, FrameProblem> {
-    assert!(
-        offset <= buf.len(),
-        "offset {offset} is past the buffer end {}",
-        buf.len()
-    );
+    assert!(offset <= buf.len(), "offset {offset} is past the buffer end {}", buf.len());
     let available = buf.len() - offset;
     let Some(header_bytes) = buf.get(offset..offset + HEADER_BYTES) else {
-        return Err(FrameProblem::HeaderCutShort {
-            available: available as u64,
-        });
+        return Err(FrameProblem::HeaderCutShort { available: available as u64 });
     };
     let mut fixed = [0u8; HEADER_BYTES];
     fixed.copy_from_slice(header_bytes);
@@ -142,10 +113,7 @@ pub(crate) fn check_frame_at(
     // Cannot overflow: len <= u32::MAX and payload_start <= buf.len() <= isize::MAX.
     let payload_end = payload_start + header.len as usize;
     if payload_end > buf.len() {
-        return Err(FrameProblem::PayloadCutShort {
-            len: header.len,
-            available: (buf.len() - payload_start) as u64,
-        });
+        return Err(FrameProblem::PayloadCutShort { len: header.len, available: (buf.len() - payload_start) as u64 });
     }
     verify_payload(header, &buf[payload_start..payload_end])?;
     Ok(payload_start..payload_end)
@@ -186,30 +154,18 @@ impl fmt::Display for FrameProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             FrameProblem::HeaderCutShort { available } => {
-                write!(
-                    f,
-                    "the file ends {available} bytes into an 8-byte frame header"
-                )
+                write!(f, "the file ends {available} bytes into an 8-byte frame header")
             }
-            FrameProblem::LengthOverLimit {
-                len,
-                max_record_bytes,
-            } => write!(
+            FrameProblem::LengthOverLimit { len, max_record_bytes } => write!(
                 f,
                 "the frame claims {len} payload bytes, over max_record_bytes ({max_record_bytes}); \
                  if the log was written with a larger limit, reopen it with that limit"
             ),
             FrameProblem::PayloadCutShort { len, available } => {
-                write!(
-                    f,
-                    "the frame claims {len} payload bytes but only {available} remain in the file"
-                )
+                write!(f, "the frame claims {len} payload bytes but only {available} remain in the file")
             }
             FrameProblem::ChecksumMismatch { stored, computed } => {
-                write!(
-                    f,
-                    "CRC mismatch (stored {stored:#010x}, computed {computed:#010x})"
-                )
+                write!(f, "CRC mismatch (stored {stored:#010x}, computed {computed:#010x})")
             }
         }
     }
@@ -252,37 +208,16 @@ mod tests {
     #[test]
     fn each_kind_of_damage_is_named() {
         let good = frame(b"payload");
-        assert_eq!(
-            check_frame_at(&good[..5], 0, 1024),
-            Err(FrameProblem::HeaderCutShort { available: 5 })
-        );
-        assert_eq!(
-            check_frame_at(&good[..10], 0, 1024),
-            Err(FrameProblem::PayloadCutShort {
-                len: 7,
-                available: 2
-            })
-        );
-        assert_eq!(
-            check_frame_at(&good, 0, 3),
-            Err(FrameProblem::LengthOverLimit {
-                len: 7,
-                max_record_bytes: 3
-            })
-        );
+        assert_eq!(check_frame_at(&good[..5], 0, 1024), Err(FrameProblem::HeaderCutShort { available: 5 }));
+        assert_eq!(check_frame_at(&good[..10], 0, 1024), Err(FrameProblem::PayloadCutShort { len: 7, available: 2 }));
+        assert_eq!(check_frame_at(&good, 0, 3), Err(FrameProblem::LengthOverLimit { len: 7, max_record_bytes: 3 }));
         let mut flipped = good.clone();
         flipped[9] ^= 0x40;
-        assert!(matches!(
-            check_frame_at(&flipped, 0, 1024),
-            Err(FrameProblem::ChecksumMismatch { .. })
-        ));
+        assert!(matches!(check_frame_at(&flipped, 0, 1024), Err(FrameProblem::ChecksumMismatch { .. })));
         // The CRC covers the length: a flipped length bit is caught even when the new
         // length still fits in the buffer.
         let mut long = frame(b"abcdefgh");
         long[0] = 4;
-        assert!(matches!(
-            check_frame_at(&long, 0, 1024),
-            Err(FrameProblem::ChecksumMismatch { .. })
-        ));
+        assert!(matches!(check_frame_at(&long, 0, 1024), Err(FrameProblem::ChecksumMismatch { .. })));
     }
 }

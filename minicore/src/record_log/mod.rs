@@ -191,18 +191,12 @@ impl RecordLog {
     /// an error under [`RecoveryMode::Strict`] and a reported truncation under
     /// [`RecoveryMode::TruncateAtCorruption`]. Everything on disk after `open` is synced,
     /// so `durable_lsn() == next_lsn()` to start with.
-    pub fn open(
-        dir: impl AsRef<Path>,
-        options: LogOptions,
-    ) -> Result<(RecordLog, RecoveryReport), LogError> {
+    pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<(RecordLog, RecoveryReport), LogError> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let recovered = recovery::recover(&dir, &options)?;
         let core = Arc::new(LogCore::new(dir, options, &recovered)?);
-        let mut log = RecordLog {
-            core,
-            threads: Vec::with_capacity(2),
-        };
+        let mut log = RecordLog { core, threads: Vec::with_capacity(2) };
         // If spawning the second thread fails, dropping `log` stops the first.
         log.spawn("record-log-sync", syncer::run_syncer)?;
         log.spawn("record-log-write", syncer::run_writer)?;
@@ -214,13 +208,7 @@ impl RecordLog {
         let handle = thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || body(core))
-            .map_err(|source| {
-                LogError::io(
-                    "start a record log background thread",
-                    &self.core.dir,
-                    source,
-                )
-            })?;
+            .map_err(|source| LogError::io("start a record log background thread", &self.core.dir, source))?;
         self.threads.push(handle);
         Ok(())
     }
@@ -290,21 +278,15 @@ impl RecordLog {
                         self.core.sync_through(through)?;
                     } else {
                         self.core.request_sync(target);
-                        self.core
-                            .wait_for_progress(|progress| progress.durable >= target)
-                            .await?;
+                        self.core.wait_for_progress(|progress| progress.durable >= target).await?;
                     }
                 }
                 Ok(Durability::Synced)
             }
             FsyncPolicy::EveryMillis(_) | FsyncPolicy::Never => {
-                if self.core.written_lsn.load(Ordering::Acquire) < target
-                    && !self.core.try_write_inline(target)?
-                {
+                if self.core.written_lsn.load(Ordering::Acquire) < target && !self.core.try_write_inline(target)? {
                     self.core.request_write(target);
-                    self.core
-                        .wait_for_progress(|progress| progress.written >= target)
-                        .await?;
+                    self.core.wait_for_progress(|progress| progress.written >= target).await?;
                 }
                 Ok(self.durability_of(through))
             }
@@ -368,10 +350,7 @@ impl RecordLog {
         let counters = &self.core.counters;
         let (segments, first_lsn) = {
             let catalog = self.core.catalog.lock();
-            (
-                catalog.len(),
-                catalog.first().map_or(0, |entry| entry.base_lsn),
-            )
+            (catalog.len(), catalog.first().map_or(0, |entry| entry.base_lsn))
         };
         let buffered_bytes = self.core.pending.lock().buf.len() as u64;
         LogStats {

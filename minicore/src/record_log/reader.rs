@@ -66,13 +66,7 @@ impl std::fmt::Debug for LogReader {
         f.debug_struct("LogReader")
             .field("dir", &self.core.dir)
             .field("next_lsn", &self.next_lsn)
-            .field(
-                "segment",
-                &self
-                    .segment
-                    .as_ref()
-                    .map(|cursor| (&cursor.path, cursor.offset)),
-            )
+            .field("segment", &self.segment.as_ref().map(|cursor| (&cursor.path, cursor.offset)))
             .finish()
     }
 }
@@ -83,24 +77,13 @@ impl LogReader {
     pub(crate) fn new(core: Arc<LogCore>, from: Lsn) -> Result<LogReader, LogError> {
         let next_lsn = core.next_lsn.load(Ordering::Acquire);
         if from > next_lsn {
-            return Err(LogError::NotAppended {
-                lsn: from,
-                next_lsn,
-            });
+            return Err(LogError::NotAppended { lsn: from, next_lsn });
         }
         let first_lsn = core.first_lsn();
         if from < first_lsn {
-            return Err(LogError::Deleted {
-                lsn: from,
-                first_lsn,
-            });
+            return Err(LogError::Deleted { lsn: from, first_lsn });
         }
-        Ok(LogReader {
-            core,
-            next_lsn: from,
-            segment: None,
-            stopped: false,
-        })
+        Ok(LogReader { core, next_lsn: from, segment: None, stopped: false })
     }
 
     /// The LSN the next record will have.
@@ -154,16 +137,12 @@ impl LogReader {
     fn open_segment(&self, base_lsn: Lsn) -> Result<SegmentCursor, LogError> {
         let path = segment::path(&self.core.dir, base_lsn);
         match File::open(&path) {
-            Ok(file) => Ok(SegmentCursor {
-                base_lsn,
-                path,
-                file: BufReader::with_capacity(READ_BUFFER_BYTES, file),
-                offset: 0,
-            }),
-            Err(source) if source.kind() == io::ErrorKind::NotFound => Err(LogError::Deleted {
-                lsn: self.next_lsn,
-                first_lsn: self.core.first_lsn(),
-            }),
+            Ok(file) => {
+                Ok(SegmentCursor { base_lsn, path, file: BufReader::with_capacity(READ_BUFFER_BYTES, file), offset: 0 })
+            }
+            Err(source) if source.kind() == io::ErrorKind::NotFound => {
+                Err(LogError::Deleted { lsn: self.next_lsn, first_lsn: self.core.first_lsn() })
+            }
             Err(source) => Err(LogError::io("open a segment for reading", &path, source)),
         }
     }
@@ -197,12 +176,7 @@ impl Iterator for LogReader {
 
 impl SegmentCursor {
     fn corrupt(&self, problem: FrameProblem) -> LogError {
-        LogError::Corrupt {
-            file: self.path.clone(),
-            offset: self.offset,
-            problem,
-            next_valid_offset: None,
-        }
+        LogError::Corrupt { file: self.path.clone(), offset: self.offset, problem, next_valid_offset: None }
     }
 
     /// Reads the next header, or `None` at a clean end of file.
@@ -214,13 +188,9 @@ impl SegmentCursor {
             return Ok(None);
         }
         if got < HEADER_BYTES {
-            return Err(self.corrupt(FrameProblem::HeaderCutShort {
-                available: got as u64,
-            }));
+            return Err(self.corrupt(FrameProblem::HeaderCutShort { available: got as u64 }));
         }
-        frame::decode_header(header, max_record_bytes)
-            .map(Some)
-            .map_err(|problem| self.corrupt(problem))
+        frame::decode_header(header, max_record_bytes).map(Some).map_err(|problem| self.corrupt(problem))
     }
 
     /// Reads and CRC-checks the next record, or `None` at a clean end of file.
@@ -233,10 +203,7 @@ impl SegmentCursor {
         let got = read_up_to(&mut self.file, &mut payload)
             .map_err(|source| LogError::io("read a segment", &self.path, source))?;
         if got < payload.len() {
-            return Err(self.corrupt(FrameProblem::PayloadCutShort {
-                len: header.len,
-                available: got as u64,
-            }));
+            return Err(self.corrupt(FrameProblem::PayloadCutShort { len: header.len, available: got as u64 }));
         }
         frame::verify_payload(header, &payload).map_err(|problem| self.corrupt(problem))?;
         self.offset += header.frame_bytes();

@@ -57,9 +57,7 @@ impl RecoveryReport {
     /// that may once have been acknowledged as durable. Servers should refuse to start
     /// quietly when this is true.
     pub fn lost_committed_data(&self) -> bool {
-        self.truncated
-            .as_ref()
-            .is_some_and(|t| !matches!(t.reason, TruncationReason::TornTail { .. }))
+        self.truncated.as_ref().is_some_and(|t| !matches!(t.reason, TruncationReason::TornTail { .. }))
     }
 }
 
@@ -108,11 +106,7 @@ impl fmt::Display for Truncation {
             self.records_dropped
         )?;
         if !self.removed_segments.is_empty() {
-            write!(
-                f,
-                " and removing {} later segments",
-                self.removed_segments.len()
-            )?;
+            write!(f, " and removing {} later segments", self.removed_segments.len())?;
         }
         Ok(())
     }
@@ -148,26 +142,14 @@ impl fmt::Display for TruncationReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TruncationReason::TornTail { problem } => write!(f, "torn tail: {problem}"),
-            TruncationReason::Corruption {
-                problem,
-                next_valid_offset: Some(next),
-            } => {
-                write!(
-                    f,
-                    "CORRUPTION, valid frame follows at offset {next}: {problem}"
-                )
+            TruncationReason::Corruption { problem, next_valid_offset: Some(next) } => {
+                write!(f, "CORRUPTION, valid frame follows at offset {next}: {problem}")
             }
-            TruncationReason::Corruption {
-                problem,
-                next_valid_offset: None,
-            } => {
+            TruncationReason::Corruption { problem, next_valid_offset: None } => {
                 write!(f, "CORRUPTION in a closed segment: {problem}")
             }
             TruncationReason::SegmentGap { expected, found } => {
-                write!(
-                    f,
-                    "SEGMENT GAP: expected base LSN {expected}, found {found}"
-                )
+                write!(f, "SEGMENT GAP: expected base LSN {expected}, found {found}")
             }
         }
     }
@@ -211,28 +193,17 @@ pub(crate) fn scan_segment(bytes: &[u8], max_record_bytes: u32) -> SegmentScan {
     while offset < bytes.len() {
         match frame::check_frame_at(bytes, offset, max_record_bytes) {
             Ok(payload) => {
-                assert!(
-                    payload.end > offset,
-                    "a valid frame always advances (its header is 8 bytes)"
-                );
+                assert!(payload.end > offset, "a valid frame always advances (its header is 8 bytes)");
                 offset = payload.end;
                 records += 1;
             }
             Err(problem) => {
-                return SegmentScan {
-                    records,
-                    valid_bytes: offset as u64,
-                    bad: Some(problem),
-                };
+                return SegmentScan { records, valid_bytes: offset as u64, bad: Some(problem) };
             }
         }
     }
     assert_eq!(offset, bytes.len(), "frames tile the segment exactly");
-    SegmentScan {
-        records,
-        valid_bytes: offset as u64,
-        bad: None,
-    }
+    SegmentScan { records, valid_bytes: offset as u64, bad: None }
 }
 
 /// The first offset at or after `from` where a valid frame starts, if any.
@@ -240,11 +211,7 @@ pub(crate) fn scan_segment(bytes: &[u8], max_record_bytes: u32) -> SegmentScan {
 /// This is what separates a torn tail (nothing valid after the bad frame) from corruption
 /// (a hole followed by good data). Every byte offset is tried, because after a bad length
 /// we no longer know where frames start.
-pub(crate) fn find_next_valid_frame(
-    bytes: &[u8],
-    from: usize,
-    max_record_bytes: u32,
-) -> Option<u64> {
+pub(crate) fn find_next_valid_frame(bytes: &[u8], from: usize, max_record_bytes: u32) -> Option<u64> {
     (from..bytes.len())
         .find(|&offset| frame::check_frame_at(bytes, offset, max_record_bytes).is_ok())
         .map(|offset| offset as u64)
@@ -276,18 +243,8 @@ pub(crate) fn recover(dir: &Path, options: &LogOptions) -> Result<Recovered, Log
     if bases.is_empty() {
         // A brand-new log: one empty segment so there is always an active one.
         drop(segment::create(dir, 0)?);
-        let report = RecoveryReport {
-            segments: 1,
-            records: 0,
-            first_lsn: 0,
-            next_lsn: 0,
-            truncated: None,
-        };
-        let segments = vec![RecoveredSegment {
-            base_lsn: 0,
-            bytes: 0,
-            records: 0,
-        }];
+        let report = RecoveryReport { segments: 1, records: 0, first_lsn: 0, next_lsn: 0, truncated: None };
+        let segments = vec![RecoveredSegment { base_lsn: 0, bytes: 0, records: 0 }];
         return Ok(Recovered { segments, report });
     }
 
@@ -302,11 +259,7 @@ pub(crate) fn recover(dir: &Path, options: &LogOptions) -> Result<Recovered, Log
             let expected = segment_end(dir, previous)?;
             if base_lsn != expected {
                 if options.recovery == RecoveryMode::Strict {
-                    return Err(LogError::SegmentGap {
-                        file: path,
-                        expected,
-                        found: base_lsn,
-                    });
+                    return Err(LogError::SegmentGap { file: path, expected, found: base_lsn });
                 }
                 let removed = remove_segments(dir, &bases[index..])?;
                 let cut = Truncation {
@@ -314,10 +267,7 @@ pub(crate) fn recover(dir: &Path, options: &LogOptions) -> Result<Recovered, Log
                     offset: 0,
                     bytes_dropped: removed.bytes,
                     records_dropped: removed.records,
-                    reason: TruncationReason::SegmentGap {
-                        expected,
-                        found: base_lsn,
-                    },
+                    reason: TruncationReason::SegmentGap { expected, found: base_lsn },
                     removed_segments: removed.paths,
                 };
                 tracing::error!(dir = %dir.display(), "record log recovery DROPPED DATA: {cut}");
@@ -326,25 +276,16 @@ pub(crate) fn recover(dir: &Path, options: &LogOptions) -> Result<Recovered, Log
             }
         }
 
-        let bytes = fs::read(&path)
-            .map_err(|source| LogError::io("read a segment during recovery", &path, source))?;
+        let bytes = fs::read(&path).map_err(|source| LogError::io("read a segment during recovery", &path, source))?;
         let scan = scan_segment(&bytes, max);
         let Some(problem) = scan.bad else {
-            kept.push(RecoveredSegment {
-                base_lsn,
-                bytes: scan.valid_bytes,
-                records: scan.records,
-            });
+            kept.push(RecoveredSegment { base_lsn, bytes: scan.valid_bytes, records: scan.records });
             continue;
         };
 
         // valid_bytes came from walking `bytes`, so it fits a usize.
         let bad_offset = scan.valid_bytes as usize;
-        let next_valid_offset = if is_last {
-            find_next_valid_frame(&bytes, bad_offset + 1, max)
-        } else {
-            None
-        };
+        let next_valid_offset = if is_last { find_next_valid_frame(&bytes, bad_offset + 1, max) } else { None };
         // A frame over the limit whose CRC matches was written whole, under a larger
         // limit; a crash cannot produce it, so cutting it as a torn tail would silently
         // drop a synced record.
@@ -352,12 +293,7 @@ pub(crate) fn recover(dir: &Path, options: &LogOptions) -> Result<Recovered, Log
             && frame::check_frame_at(&bytes, bad_offset, u32::MAX).is_ok();
         let torn_tail = is_last && next_valid_offset.is_none() && !intact_over_limit;
         if !torn_tail && options.recovery == RecoveryMode::Strict {
-            return Err(LogError::Corrupt {
-                file: path,
-                offset: scan.valid_bytes,
-                problem,
-                next_valid_offset,
-            });
+            return Err(LogError::Corrupt { file: path, offset: scan.valid_bytes, problem, next_valid_offset });
         }
 
         // Remove later segments before cutting this one, newest first, so a crash part way
@@ -367,10 +303,7 @@ pub(crate) fn recover(dir: &Path, options: &LogOptions) -> Result<Recovered, Log
         let reason = if torn_tail {
             TruncationReason::TornTail { problem }
         } else {
-            TruncationReason::Corruption {
-                problem,
-                next_valid_offset,
-            }
+            TruncationReason::Corruption { problem, next_valid_offset }
         };
         let cut = Truncation {
             file: path,
@@ -385,11 +318,7 @@ pub(crate) fn recover(dir: &Path, options: &LogOptions) -> Result<Recovered, Log
         } else {
             tracing::error!(dir = %dir.display(), "record log recovery DROPPED DATA: {cut}");
         }
-        kept.push(RecoveredSegment {
-            base_lsn,
-            bytes: scan.valid_bytes,
-            records: scan.records,
-        });
+        kept.push(RecoveredSegment { base_lsn, bytes: scan.valid_bytes, records: scan.records });
         truncated = Some(cut);
         break;
     }
@@ -400,22 +329,9 @@ pub(crate) fn recover(dir: &Path, options: &LogOptions) -> Result<Recovered, Log
     let first_lsn = first.base_lsn;
     let next_lsn = segment_end(dir, last)?;
     let records = kept.iter().map(|s| s.records).sum::<u64>();
-    assert_eq!(
-        next_lsn - first_lsn,
-        records,
-        "kept segments are contiguous"
-    );
-    let report = RecoveryReport {
-        segments: kept.len(),
-        records,
-        first_lsn,
-        next_lsn,
-        truncated,
-    };
-    Ok(Recovered {
-        segments: kept,
-        report,
-    })
+    assert_eq!(next_lsn - first_lsn, records, "kept segments are contiguous");
+    let report = RecoveryReport { segments: kept.len(), records, first_lsn, next_lsn, truncated };
+    Ok(Recovered { segments: kept, report })
 }
 
 /// The LSN one past a segment's last record, refusing base LSNs so large that the log
@@ -425,9 +341,7 @@ fn segment_end(dir: &Path, recovered: &RecoveredSegment) -> Result<Lsn, LogError
         .base_lsn
         .checked_add(recovered.records)
         .filter(|end| *end < Lsn::MAX)
-        .ok_or_else(|| LogError::LsnExhausted {
-            dir: dir.to_path_buf(),
-        })
+        .ok_or_else(|| LogError::LsnExhausted { dir: dir.to_path_buf() })
 }
 
 /// Creates the log directory if it does not exist, and makes its name durable.
@@ -435,8 +349,7 @@ fn ensure_dir(dir: &Path) -> Result<(), LogError> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::create_dir_all(dir)
-        .map_err(|source| LogError::io("create the log directory", dir, source))?;
+    fs::create_dir_all(dir).map_err(|source| LogError::io("create the log directory", dir, source))?;
     let parent = match dir.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -450,10 +363,8 @@ fn truncate_file(path: &Path, len: u64) -> Result<(), LogError> {
         .write(true)
         .open(path)
         .map_err(|source| LogError::io("open a segment to cut its tail", path, source))?;
-    file.set_len(len)
-        .map_err(|source| LogError::io("cut a segment's tail", path, source))?;
-    file.sync_all()
-        .map_err(|source| LogError::io("fsync a segment after cutting its tail", path, source))
+    file.set_len(len).map_err(|source| LogError::io("cut a segment's tail", path, source))?;
+    file.sync_all().map_err(|source| LogError::io("fsync a segment after cutting its tail", path, source))
 }
 
 /// What removing a run of segments dropped.
@@ -468,18 +379,14 @@ struct Removed {
 
 /// Removes `bases` (newest first) and fsyncs the directory once.
 fn remove_segments(dir: &Path, bases: &[Lsn]) -> Result<Removed, LogError> {
-    let mut removed = Removed {
-        paths: Vec::with_capacity(bases.len()),
-        bytes: 0,
-        records: 0,
-    };
+    let mut removed = Removed { paths: Vec::with_capacity(bases.len()), bytes: 0, records: 0 };
     if bases.is_empty() {
         return Ok(removed);
     }
     for &base in bases.iter().rev() {
         let path = segment::path(dir, base);
-        let bytes = fs::read(&path)
-            .map_err(|source| LogError::io("read a segment before removing it", &path, source))?;
+        let bytes =
+            fs::read(&path).map_err(|source| LogError::io("read a segment before removing it", &path, source))?;
         removed.bytes += bytes.len() as u64;
         removed.records += count_frames_walked(&bytes, 0);
         segment::remove(dir, base)?;
@@ -507,14 +414,7 @@ mod tests {
     fn a_clean_segment_scans_to_its_end() {
         let bytes = frames(&[b"a", b"", b"ccc"]);
         let scan = scan_segment(&bytes, 16);
-        assert_eq!(
-            scan,
-            SegmentScan {
-                records: 3,
-                valid_bytes: bytes.len() as u64,
-                bad: None
-            }
-        );
+        assert_eq!(scan, SegmentScan { records: 3, valid_bytes: bytes.len() as u64, bad: None });
     }
 
     #[test]
@@ -524,10 +424,7 @@ mod tests {
         let scan = scan_segment(cut, 16);
         assert_eq!(scan.records, 1);
         assert_eq!(scan.valid_bytes, 13);
-        assert!(matches!(
-            scan.bad,
-            Some(FrameProblem::PayloadCutShort { .. })
-        ));
+        assert!(matches!(scan.bad, Some(FrameProblem::PayloadCutShort { .. })));
         assert_eq!(find_next_valid_frame(cut, 14, 16), None);
         assert_eq!(count_frames_walked(cut, 13), 1);
     }

@@ -62,8 +62,7 @@ fn classify_name(name: &str) -> NameKind {
 /// file or a `README` next to the log does not stop it from opening. A file that looks like
 /// a segment but whose number overflows a `u64` is an error: it is ours and it is damaged.
 pub(crate) fn list(dir: &Path) -> Result<Vec<Lsn>, LogError> {
-    let entries =
-        fs::read_dir(dir).map_err(|source| LogError::io("list the log directory", dir, source))?;
+    let entries = fs::read_dir(dir).map_err(|source| LogError::io("list the log directory", dir, source))?;
     let mut bases = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|source| LogError::io("list the log directory", dir, source))?;
@@ -104,21 +103,15 @@ pub(crate) fn create(dir: &Path, base_lsn: Lsn) -> Result<File, LogError> {
 /// Opens an existing segment for appending.
 pub(crate) fn open_for_append(dir: &Path, base_lsn: Lsn) -> Result<File, LogError> {
     let path = path(dir, base_lsn);
-    OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .map_err(|source| LogError::io("open the active segment", &path, source))
+    OpenOptions::new().append(true).open(&path).map_err(|source| LogError::io("open the active segment", &path, source))
 }
 
 /// Fsyncs the directory itself, so that files created or removed in it stay created or
 /// removed after a power loss. Without it, a new segment's data can be durable while its
 /// name is not.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    let handle = File::open(dir)
-        .map_err(|source| LogError::io("open the log directory for fsync", dir, source))?;
-    handle
-        .sync_all()
-        .map_err(|source| LogError::io("fsync the log directory", dir, source))
+    let handle = File::open(dir).map_err(|source| LogError::io("open the log directory for fsync", dir, source))?;
+    handle.sync_all().map_err(|source| LogError::io("fsync the log directory", dir, source))
 }
 
 /// Removes a segment file; the caller fsyncs the directory once after a batch of removals.
@@ -145,20 +138,11 @@ mod tests {
 
     #[test]
     fn names_are_classified() {
-        assert_eq!(
-            classify_name("00000000000000000042.log"),
-            NameKind::Segment(42)
-        );
-        assert_eq!(
-            classify_name("99999999999999999999.log"),
-            NameKind::Unparseable
-        );
+        assert_eq!(classify_name("00000000000000000042.log"), NameKind::Segment(42));
+        assert_eq!(classify_name("99999999999999999999.log"), NameKind::Unparseable);
         assert_eq!(classify_name("42.log"), NameKind::Foreign);
         assert_eq!(classify_name("0000000000000000004x.log"), NameKind::Foreign);
-        assert_eq!(
-            classify_name("00000000000000000042.log.swp"),
-            NameKind::Foreign
-        );
+        assert_eq!(classify_name("00000000000000000042.log.swp"), NameKind::Foreign);
         assert_eq!(classify_name("README"), NameKind::Foreign);
     }
 }

@@ -36,8 +36,7 @@ impl LogCore {
     pub(crate) fn sync_now(&self) -> Result<(), LogError> {
         let (target, file, base_lsn) = {
             let mut io = self.io.lock();
-            let WriteOutcome::Written(written) = self.write_pending(&mut io, Rolling::Allowed)?
-            else {
+            let WriteOutcome::Written(written) = self.write_pending(&mut io, Rolling::Allowed)? else {
                 unreachable!("rolling is allowed, so everything pending is written");
             };
             (written, Arc::clone(&io.file), io.base_lsn)
@@ -124,15 +123,9 @@ impl LogCore {
 
     /// Waits, without blocking the runtime thread, until `done` holds for the watermarks
     /// or the log fails.
-    pub(crate) async fn wait_for_progress(
-        &self,
-        done: impl Fn(&Progress) -> bool,
-    ) -> Result<(), LogError> {
+    pub(crate) async fn wait_for_progress(&self, done: impl Fn(&Progress) -> bool) -> Result<(), LogError> {
         let mut receiver = self.progress.subscribe();
-        let reached = match receiver
-            .wait_for(|progress| done(progress) || progress.failed)
-            .await
-        {
+        let reached = match receiver.wait_for(|progress| done(progress) || progress.failed).await {
             Ok(progress) => done(&progress),
             // The sender lives in `self`, so it cannot be gone while we borrow `self`.
             Err(_) => false,
@@ -144,9 +137,7 @@ impl LogCore {
             Some(cause) => Err(self.failed_error(cause)),
             None => Err(LogError::Failed {
                 dir: self.dir.clone(),
-                cause: Arc::from(
-                    "the durability watch closed while the log was open (a bug in record_log)",
-                ),
+                cause: Arc::from("the durability watch closed while the log was open (a bug in record_log)"),
             }),
         }
     }

@@ -185,45 +185,23 @@ impl LogCore {
     /// Builds the shared state from what recovery left on disk, and fsyncs the active
     /// segment so everything already in it really is durable (a previous process may
     /// have been killed after write(2) but before fsync).
-    pub(crate) fn new(
-        dir: PathBuf,
-        options: LogOptions,
-        recovered: &Recovered,
-    ) -> Result<LogCore, LogError> {
+    pub(crate) fn new(dir: PathBuf, options: LogOptions, recovered: &Recovered) -> Result<LogCore, LogError> {
         let Some(last) = recovered.segments.last() else {
             unreachable!("recovery always leaves at least one segment");
         };
         let file = segment::open_for_append(&dir, last.base_lsn)?;
         file.sync_all().map_err(|source| {
-            LogError::io(
-                "fsync the active segment on open",
-                &segment::path(&dir, last.base_lsn),
-                source,
-            )
+            LogError::io("fsync the active segment on open", &segment::path(&dir, last.base_lsn), source)
         })?;
         let next_lsn = recovered.report.next_lsn;
-        let catalog: Vec<CatalogEntry> = recovered
-            .segments
-            .iter()
-            .map(|s| CatalogEntry {
-                base_lsn: s.base_lsn,
-                closed_bytes: s.bytes,
-            })
-            .collect();
+        let catalog: Vec<CatalogEntry> =
+            recovered.segments.iter().map(|s| CatalogEntry { base_lsn: s.base_lsn, closed_bytes: s.bytes }).collect();
         let disk_bytes = recovered.segments.iter().map(|s| s.bytes).sum();
-        let (progress, _) = watch::channel(Progress {
-            written: next_lsn,
-            durable: next_lsn,
-            failed: false,
-        });
+        let (progress, _) = watch::channel(Progress { written: next_lsn, durable: next_lsn, failed: false });
         Ok(LogCore {
             dir,
             options,
-            pending: Mutex::new(PendingRecords {
-                buf: Vec::new(),
-                first_lsn: next_lsn,
-                next_lsn,
-            }),
+            pending: Mutex::new(PendingRecords { buf: Vec::new(), first_lsn: next_lsn, next_lsn }),
             io: Mutex::new(ActiveSegment {
                 file: Arc::new(file),
                 base_lsn: last.base_lsn,
@@ -254,10 +232,7 @@ impl LogCore {
     pub(crate) fn append(&self, payload: &[u8]) -> Result<Lsn, LogError> {
         let max_record_bytes = self.options.max_record_bytes;
         if payload.len() > max_record_bytes as usize {
-            return Err(LogError::RecordTooLarge {
-                len: payload.len(),
-                max_record_bytes,
-            });
+            return Err(LogError::RecordTooLarge { len: payload.len(), max_record_bytes });
         }
         self.check_not_failed()?;
         // The CRC is computed before taking the lock: it depends only on the payload.
@@ -266,24 +241,17 @@ impl LogCore {
             let mut pending = self.pending.lock();
             let lsn = pending.next_lsn;
             let Some(next) = lsn.checked_add(1).filter(|next| *next < Lsn::MAX) else {
-                return Err(LogError::LsnExhausted {
-                    dir: self.dir.clone(),
-                });
+                return Err(LogError::LsnExhausted { dir: self.dir.clone() });
             };
             let before = pending.buf.len();
             pending.buf.extend_from_slice(&header);
             pending.buf.extend_from_slice(payload);
             pending.next_lsn = next;
             self.next_lsn.store(next, Ordering::Release);
-            (
-                lsn,
-                before < WRITE_BEHIND_BYTES && pending.buf.len() >= WRITE_BEHIND_BYTES,
-            )
+            (lsn, before < WRITE_BEHIND_BYTES && pending.buf.len() >= WRITE_BEHIND_BYTES)
         };
         self.counters.appends.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .appended_bytes
-            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        self.counters.appended_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
         if crossed_write_behind {
             let mut background = self.background.lock();
             background.write_behind = true;
@@ -296,10 +264,7 @@ impl LogCore {
     pub(crate) fn check_appended(&self, through: Lsn) -> Result<(), LogError> {
         let next_lsn = self.next_lsn.load(Ordering::Acquire);
         if through >= next_lsn {
-            return Err(LogError::NotAppended {
-                lsn: through,
-                next_lsn,
-            });
+            return Err(LogError::NotAppended { lsn: through, next_lsn });
         }
         Ok(())
     }
@@ -313,10 +278,7 @@ impl LogCore {
     }
 
     pub(crate) fn failed_error(&self, cause: &Arc<str>) -> LogError {
-        LogError::Failed {
-            dir: self.dir.clone(),
-            cause: Arc::clone(cause),
-        }
+        LogError::Failed { dir: self.dir.clone(), cause: Arc::clone(cause) }
     }
 
     /// Stops the log after an I/O error and wakes everyone waiting, then hands the error
@@ -336,8 +298,7 @@ impl LogCore {
             self.sync_wanted.notify_all();
             self.write_wanted.notify_all();
         }
-        self.progress
-            .send_if_modified(|progress| !std::mem::replace(&mut progress.failed, true));
+        self.progress.send_if_modified(|progress| !std::mem::replace(&mut progress.failed, true));
         error
     }
 
@@ -361,16 +322,9 @@ impl LogCore {
     }
 
     /// Moves the whole pending buffer into segment files, rolling as needed.
-    pub(crate) fn write_pending(
-        &self,
-        io: &mut ActiveSegment,
-        rolling: Rolling,
-    ) -> Result<WriteOutcome, LogError> {
+    pub(crate) fn write_pending(&self, io: &mut ActiveSegment, rolling: Rolling) -> Result<WriteOutcome, LogError> {
         self.check_not_failed()?;
-        assert!(
-            io.spare.is_empty(),
-            "the spare buffer is emptied after every write"
-        );
+        assert!(io.spare.is_empty(), "the spare buffer is emptied after every write");
         let (first_lsn, end_lsn) = {
             let mut pending = self.pending.lock();
             if pending.buf.is_empty() {
@@ -385,10 +339,7 @@ impl LogCore {
             pending.first_lsn = pending.next_lsn;
             range
         };
-        assert_eq!(
-            first_lsn, io.written_lsn,
-            "pending records start where written ones end"
-        );
+        assert_eq!(first_lsn, io.written_lsn, "pending records start where written ones end");
         let batch = std::mem::take(&mut io.spare);
         let result = self.write_batch(io, &batch, first_lsn, end_lsn);
         io.spare = batch;
@@ -404,13 +355,7 @@ impl LogCore {
 
     /// Writes `batch` (the frames of LSNs `first_lsn..end_lsn`), starting a new segment
     /// before any frame that would push the active one past `segment_bytes`.
-    fn write_batch(
-        &self,
-        io: &mut ActiveSegment,
-        batch: &[u8],
-        first_lsn: Lsn,
-        end_lsn: Lsn,
-    ) -> Result<(), LogError> {
+    fn write_batch(&self, io: &mut ActiveSegment, batch: &[u8], first_lsn: Lsn, end_lsn: Lsn) -> Result<(), LogError> {
         let segment_bytes = self.options.segment_bytes;
         let mut chunk_start = 0usize;
         let mut offset = 0usize;
@@ -431,43 +376,23 @@ impl LogCore {
             offset += frame_bytes;
             lsn += 1;
         }
-        assert_eq!(
-            offset,
-            batch.len(),
-            "frames tile the pending buffer exactly"
-        );
-        assert_eq!(
-            lsn, end_lsn,
-            "the pending buffer holds exactly the records it claims"
-        );
+        assert_eq!(offset, batch.len(), "frames tile the pending buffer exactly");
+        assert_eq!(lsn, end_lsn, "the pending buffer holds exactly the records it claims");
         self.write_chunk(io, &batch[chunk_start..], end_lsn)
     }
 
     /// One write(2) (retried by `write_all` if short) of whole frames into the active
     /// segment, then publishes the new written watermark.
-    fn write_chunk(
-        &self,
-        io: &mut ActiveSegment,
-        chunk: &[u8],
-        end_lsn: Lsn,
-    ) -> Result<(), LogError> {
+    fn write_chunk(&self, io: &mut ActiveSegment, chunk: &[u8], end_lsn: Lsn) -> Result<(), LogError> {
         if !chunk.is_empty() {
             (&*io.file).write_all(chunk).map_err(|source| {
-                LogError::io(
-                    "write records to a segment",
-                    &segment::path(&self.dir, io.base_lsn),
-                    source,
-                )
+                LogError::io("write records to a segment", &segment::path(&self.dir, io.base_lsn), source)
             })?;
             io.bytes += chunk.len() as u64;
-            self.disk_bytes
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            self.disk_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             self.counters.writes.fetch_add(1, Ordering::Relaxed);
         }
-        assert!(
-            end_lsn >= io.written_lsn,
-            "the written watermark never moves back"
-        );
+        assert!(end_lsn >= io.written_lsn, "the written watermark never moves back");
         io.written_lsn = end_lsn;
         self.written_lsn.store(end_lsn, Ordering::Release);
         self.progress.send_if_modified(|progress| {
@@ -484,19 +409,11 @@ impl LogCore {
     /// the last segment can have a torn tail" true, and it means every record before
     /// `next_base` is durable once this returns.
     fn roll(&self, io: &mut ActiveSegment, next_base: Lsn) -> Result<(), LogError> {
-        assert_eq!(
-            io.written_lsn, next_base,
-            "a segment is closed only after all its records are written"
-        );
-        assert!(
-            next_base > io.base_lsn,
-            "a closed segment holds at least one record"
-        );
+        assert_eq!(io.written_lsn, next_base, "a segment is closed only after all its records are written");
+        assert!(next_base > io.base_lsn, "a closed segment holds at least one record");
         let old_path = segment::path(&self.dir, io.base_lsn);
         let started = Instant::now();
-        io.file.sync_data().map_err(|source| {
-            LogError::io("fsync a segment before closing it", &old_path, source)
-        })?;
+        io.file.sync_data().map_err(|source| LogError::io("fsync a segment before closing it", &old_path, source))?;
         self.note_fsync(started);
         let file = segment::create(&self.dir, next_base)?;
         self.counters.dir_fsyncs.fetch_add(1, Ordering::Relaxed);
@@ -505,15 +422,9 @@ impl LogCore {
             let Some(closing) = catalog.last_mut() else {
                 unreachable!("the catalog always holds the active segment");
             };
-            assert_eq!(
-                closing.base_lsn, io.base_lsn,
-                "the catalog's last entry is the active segment"
-            );
+            assert_eq!(closing.base_lsn, io.base_lsn, "the catalog's last entry is the active segment");
             closing.closed_bytes = io.bytes;
-            catalog.push(CatalogEntry {
-                base_lsn: next_base,
-                closed_bytes: 0,
-            });
+            catalog.push(CatalogEntry { base_lsn: next_base, closed_bytes: 0 });
         }
         io.file = Arc::new(file);
         io.base_lsn = next_base;
@@ -559,10 +470,7 @@ impl LogCore {
             let mut catalog = self.catalog.lock();
             // Segment k may go when segment k+1 starts at or before `lsn`: then all of k's
             // records are below `lsn`. The last entry has no successor, so it always stays.
-            let removable = catalog
-                .windows(2)
-                .take_while(|pair| pair[1].base_lsn <= lsn)
-                .count();
+            let removable = catalog.windows(2).take_while(|pair| pair[1].base_lsn <= lsn).count();
             catalog.drain(..removable).collect()
         };
         if doomed.is_empty() {
@@ -571,8 +479,7 @@ impl LogCore {
         // Oldest first: a crash part way leaves a contiguous suffix, which opens cleanly.
         for entry in &doomed {
             segment::remove(&self.dir, entry.base_lsn)?;
-            self.disk_bytes
-                .fetch_sub(entry.closed_bytes, Ordering::Relaxed);
+            self.disk_bytes.fetch_sub(entry.closed_bytes, Ordering::Relaxed);
         }
         segment::sync_dir(&self.dir)?;
         self.counters.dir_fsyncs.fetch_add(1, Ordering::Relaxed);

@@ -18,26 +18,8 @@ pub static COMMANDS: &[Command] = &[
         "Returns the server's liveliness response.",
         "1.0.0",
     ),
-    cmd(
-        "echo",
-        2,
-        CONN,
-        KeySpec::None,
-        echo,
-        "connection",
-        "Returns the given string.",
-        "1.0.0",
-    ),
-    cmd(
-        "select",
-        2,
-        CONN,
-        KeySpec::None,
-        select,
-        "connection",
-        "Changes the selected database.",
-        "1.0.0",
-    ),
+    cmd("echo", 2, CONN, KeySpec::None, echo, "connection", "Returns the given string.", "1.0.0"),
+    cmd("select", 2, CONN, KeySpec::None, select, "connection", "Changes the selected database.", "1.0.0"),
     cmd(
         "hello",
         -1,
@@ -89,16 +71,13 @@ pub static COMMANDS: &[Command] = &[
 
 fn ping(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     if args.len() > 2 {
-        return ctx
-            .reply
-            .error("ERR wrong number of arguments for 'ping' command");
+        return ctx.reply.error("ERR wrong number of arguments for 'ping' command");
     }
     if ctx.session.in_pubsub_context() {
         // In RESP2 subscribed mode PING answers as a pub/sub message.
         ctx.reply.array(2);
         ctx.reply.bulk(b"pong");
-        ctx.reply
-            .bulk(if args.len() == 2 { args.get(1) } else { b"" });
+        ctx.reply.bulk(if args.len() == 2 { args.get(1) } else { b"" });
     } else if args.len() == 2 {
         ctx.reply.bulk(args.get(1));
     } else {
@@ -146,11 +125,7 @@ fn auth(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
         );
     }
-    let (user, pass) = if args.len() == 3 {
-        (Some(args.get(1)), args.get(2))
-    } else {
-        (None, args.get(1))
-    };
+    let (user, pass) = if args.len() == 3 { (Some(args.get(1)), args.get(2)) } else { (None, args.get(1)) };
     if password_ok(ctx, user, pass) {
         ctx.session.authenticated = true;
         ctx.reply.ok();
@@ -167,11 +142,7 @@ fn hello(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             Some(2) => proto = Protocol::Resp2,
             Some(3) => proto = Protocol::Resp3,
             Some(_) => return ctx.reply.error("NOPROTO unsupported protocol version"),
-            None => {
-                return ctx
-                    .reply
-                    .error("ERR Protocol version is not an integer or out of range")
-            }
+            None => return ctx.reply.error("ERR Protocol version is not an integer or out of range"),
         }
         i = 2;
     }
@@ -193,14 +164,13 @@ fn hello(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             new_name = Some(name.to_vec());
             i += 2;
         } else {
-            return ctx.reply.error(&format!(
-                "ERR Syntax error in HELLO option '{}'",
-                String::from_utf8_lossy(args.get(i))
-            ));
+            return ctx
+                .reply
+                .error(&format!("ERR Syntax error in HELLO option '{}'", String::from_utf8_lossy(args.get(i))));
         }
     }
     if !ctx.session.authenticated && ctx.server.config.live.auth_required.load(Ordering::Relaxed) {
-        return ctx.reply.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        return ctx.reply.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
     if let Some(name) = new_name {
         *ctx.session.info.name.lock() = if name.is_empty() { None } else { Some(name) };

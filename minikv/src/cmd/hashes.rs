@@ -17,7 +17,7 @@
 //! Left out: keyspace notifications, and the hash-field expiry commands of Redis 7.4.
 
 use super::sets::{
-    changed, parse_cursor, parse_scan_options, random_count_arg, reply_scan_header, sample_distinct, scan_dict, Replied,
+    parse_scan_options, random_count_arg, reply_scan_header, sample_distinct, scan_dict, Replied,
 };
 use super::{cmd, flag, int_arg, is, range, Command, Ctx, ERR_NOT_FLOAT, ERR_NOT_INTEGER, ERR_SYNTAX};
 use crate::keyspace::{kind, CompactBytes, HashValue, Keys, Loc, WRONGTYPE};
@@ -107,7 +107,7 @@ fn hset_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, name: &str) {
         }
     }
     let pairs = ((args.len() - 2) / 2) as u64;
-    changed(ctx, key, pairs);
+    ctx.keys.modified_by(key, pairs);
     if name == "hset" {
         ctx.reply.int(created);
     } else {
@@ -136,7 +136,7 @@ fn hsetnx(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         Err(Replied) => return,
     };
     hash_at(&mut ctx.keys, loc).insert(CompactBytes::new(field), CompactBytes::new(args.get(3)));
-    changed(ctx, key, 1);
+    ctx.keys.modified_by(key, 1);
     ctx.reply.int(1);
 }
 
@@ -190,7 +190,7 @@ fn hdel(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     }
     if deleted > 0 {
         ctx.keys.delete_if_empty(loc);
-        changed(ctx, key, deleted);
+        ctx.keys.modified_by(key, deleted);
     }
     ctx.reply.int(deleted as i64);
 }
@@ -299,7 +299,7 @@ fn hincrby(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let loc = found.unwrap_or_else(|| ctx.keys.insert_new(key, kind::new_hash()));
     let mut b = itoa::Buffer::new();
     hash_at(&mut ctx.keys, loc).insert(CompactBytes::new(field), CompactBytes::new(b.format(new).as_bytes()));
-    changed(ctx, key, 1);
+    ctx.keys.modified_by(key, 1);
     ctx.reply.int(new);
 }
 
@@ -328,7 +328,7 @@ fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     };
     let loc = found.unwrap_or_else(|| ctx.keys.insert_new(key, kind::new_hash()));
     hash_at(&mut ctx.keys, loc).insert(CompactBytes::new(field), CompactBytes::new(&new));
-    changed(ctx, key, 1);
+    ctx.keys.modified_by(key, 1);
     ctx.reply.bulk(&new);
     ctx.keys.propagate([&b"HSET"[..], key, field, &new].into_iter());
 }
@@ -427,7 +427,7 @@ fn scan_returns_whole(hash: &HashValue) -> bool {
 /// The pattern applies to fields. Redis checks the cursor, then the key, then the
 /// options (a missing key answers an empty scan even with bad options).
 fn hscan(ctx: &mut Ctx<'_>, args: &Args<'_>) {
-    let Some(cursor) = parse_cursor(args.get(2)) else {
+    let Some(cursor) = super::parse_cursor(args.get(2)) else {
         return ctx.reply.error("ERR invalid cursor");
     };
     let loc = match find_hash(ctx, args.get(1), true) {

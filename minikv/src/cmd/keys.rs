@@ -688,30 +688,6 @@ fn scan_walk(mut at: ScanCursor, count: usize, mut step: impl FnMut(usize, u64, 
     }
 }
 
-/// Parses a SCAN cursor as Redis 7.0 does with `strtoul`: an optional sign (a minus
-/// negates modulo 2^64, so "-1" is the largest cursor), decimal digits, nothing else;
-/// no leading space and no overflow. An empty string is cursor 0, as `strtoul` sees it.
-fn parse_cursor(arg: &[u8]) -> Option<u64> {
-    if arg.is_empty() {
-        return Some(0);
-    }
-    let (negative, digits) = match arg[0] {
-        b'-' => (true, &arg[1..]),
-        b'+' => (false, &arg[1..]),
-        _ => (false, arg),
-    };
-    if digits.is_empty() {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &c in digits {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add((c - b'0') as u64)?;
-    }
-    Some(if negative { v.wrapping_neg() } else { v })
-}
 
 /// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type].
 ///
@@ -719,7 +695,7 @@ fn parse_cursor(arg: &[u8]) -> Option<u64> {
 /// and skipped), then the type. With TYPE, Redis looks each matching key up, which
 /// counts a keyspace hit or miss; so do we.
 fn scan(ctx: &mut Ctx<'_>, args: &Args<'_>) {
-    let Some(cursor) = parse_cursor(args.get(1)) else {
+    let Some(cursor) = super::parse_cursor(args.get(1)) else {
         return ctx.reply.error("ERR invalid cursor");
     };
     let mut count = 10usize;
@@ -969,22 +945,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn cursor_text_follows_strtoul() {
-        assert_eq!(parse_cursor(b"0"), Some(0));
-        assert_eq!(parse_cursor(b""), Some(0));
-        assert_eq!(parse_cursor(b"+5"), Some(5));
-        assert_eq!(parse_cursor(b"007"), Some(7));
-        assert_eq!(parse_cursor(b"-1"), Some(u64::MAX));
-        assert_eq!(parse_cursor(b"18446744073709551615"), Some(u64::MAX));
-        assert_eq!(parse_cursor(b"18446744073709551616"), None);
-        assert_eq!(parse_cursor(b" 5"), None);
-        assert_eq!(parse_cursor(b"5 "), None);
-        assert_eq!(parse_cursor(b"+"), None);
-        assert_eq!(parse_cursor(b"-"), None);
-        assert_eq!(parse_cursor(b"abc"), None);
-        assert_eq!(parse_cursor(b"1.5"), None);
-    }
 
     #[test]
     fn expire_options_follow_redis_rules() {

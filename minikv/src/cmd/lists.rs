@@ -20,9 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{cmd, flag, int_arg, is, range, Action, Command, Ctx, ERR_NOT_INTEGER, ERR_SYNTAX};
-use crate::blocking::{self, BlockKind, Waiter};
+use crate::blocking::{self, parse_timeout, BlockKind, Waiter};
 use crate::keyspace::{kind, CompactBytes, Keys, ListValue, Loc, WRONGTYPE};
-use crate::numeric::{long_double_incr, parse_double, parse_score_bound, FloatIncrError};
 use crate::resp::{Args, OwnedArgs};
 
 const W: u32 = flag::WRITE;
@@ -60,8 +59,6 @@ pub static COMMANDS: &[Command] = &[
 /// Redis's wording when a count must not be negative (`getPositiveLongFromObjectOrReply`,
 /// which uses it for a non-integer too).
 const ERR_NOT_POSITIVE: &str = "ERR value is out of range, must be positive";
-const ERR_TIMEOUT_NOT_FLOAT: &str = "ERR timeout is not a float or out of range";
-const ERR_TIMEOUT_NEGATIVE: &str = "ERR timeout is negative";
 
 /// One end of a list.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -108,16 +105,6 @@ fn list_at<'k>(keys: &'k mut Keys<'_>, loc: Loc) -> &'k mut ListValue {
     keys.value(loc).as_list_mut()
 }
 
-/// Records a change to `key` (WATCH, blocked clients, AOF) worth `changes` units of
-/// dirtiness, as Redis counts them with `server.dirty += n`: LPUSH of three elements
-/// counts three, and an LTRIM that trims nothing counts zero, so it still breaks
-/// WATCH (Redis signals the key) but is not written to the AOF.
-fn changed(ctx: &mut Ctx<'_>, key: &[u8], changes: u64) {
-    ctx.keys.modified(key);
-    // `modified` counted one.
-    ctx.keys.effects.dirty = ctx.keys.effects.dirty - 1 + changes;
-}
-
 /// Resolves a Redis index (negative counts from the tail) into a position, if it is
 /// inside a list of `len` elements.
 fn position(index: i64, len: usize) -> Option<usize> {
@@ -159,7 +146,7 @@ fn push_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, end: End, only_existing: boo
     let len = list.len();
     // The reply is the length right after the push: clients blocked on the key are
     // served after this command, as in Redis.
-    changed(ctx, key, (args.len() - 2) as u64);
+    ctx.keys.modified_by(key, (args.len() - 2) as u64);
     ctx.reply.int(len as i64);
 }
 
@@ -226,7 +213,7 @@ fn pop_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, end: End) {
             n
         }
     };
-    changed(ctx, key, popped as u64);
+    ctx.keys.modified_by(key, popped as u64);
     ctx.keys.delete_if_empty(loc);
 }
 
@@ -307,8 +294,16 @@ fn lpos(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         if !has_value || !(is(opt, "rank") || is(opt, "count") || is(opt, "maxlen")) {
             return ctx.reply.error(ERR_SYNTAX);
         }
+        // Redis parses COUNT and MAXLEN with a range check whose message covers
+        // unparsable values too ("COUNT can't be negative" for "abc").
         let Some(v) = int_arg(args.get(i + 1)) else {
-            return ctx.reply.error(ERR_NOT_INTEGER);
+            return ctx.reply.error(if is(opt, "count") {
+                "ERR COUNT can't be negative"
+            } else if is(opt, "maxlen") {
+                "ERR MAXLEN can't be negative"
+            } else {
+                ERR_NOT_INTEGER
+            });
         };
         if is(opt, "rank") {
             if v == 0 {
@@ -398,7 +393,7 @@ fn lset(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         return ctx.reply.error("ERR index out of range");
     };
     *slot = CompactBytes::new(args.get(3));
-    changed(ctx, key, 1);
+    ctx.keys.modified_by(key, 1);
     ctx.reply.ok();
 }
 
@@ -423,7 +418,7 @@ fn linsert(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     };
     list.insert(at + after as usize, CompactBytes::new(elem));
     let len = list.len();
-    changed(ctx, key, 1);
+    ctx.keys.modified_by(key, 1);
     ctx.reply.int(len as i64);
 }
 
@@ -439,7 +434,7 @@ fn lrem(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     };
     let removed = remove_matches(list_at(&mut ctx.keys, loc), args.get(3), count);
     if removed > 0 {
-        changed(ctx, key, removed as u64);
+        ctx.keys.modified_by(key, removed as u64);
         ctx.keys.delete_if_empty(loc);
     }
     ctx.reply.int(removed as i64);
@@ -505,7 +500,7 @@ fn ltrim(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         }
     }
     let trimmed = before - list.len();
-    changed(ctx, key, trimmed as u64);
+    ctx.keys.modified_by(key, trimmed as u64);
     ctx.keys.delete_if_empty(loc);
     ctx.reply.ok();
 }
@@ -537,7 +532,7 @@ fn move_element(ctx: &mut Ctx<'_>, src: &[u8], dst: &[u8], from: End, to: End) -
             return false;
         };
         push_at(list, to, elem.clone());
-        changed(ctx, src, 1);
+        ctx.keys.modified_by(src, 1);
         ctx.reply.bulk(&elem);
         return true;
     }
@@ -555,7 +550,7 @@ fn move_element(ctx: &mut Ctx<'_>, src: &[u8], dst: &[u8], from: End, to: End) -
         ctx.reply.null_bulk();
         return false;
     };
-    changed(ctx, src, 1);
+    ctx.keys.modified_by(src, 1);
     // Deleting the source can move other keys of its table, so `dst` is looked up
     // again afterwards.
     ctx.keys.delete_if_empty(sloc);
@@ -564,7 +559,7 @@ fn move_element(ctx: &mut Ctx<'_>, src: &[u8], dst: &[u8], from: End, to: End) -
     };
     push_at(list_at(&mut ctx.keys, dloc), to, elem.clone());
     // Redis counts one change for the whole move.
-    changed(ctx, dst, 0);
+    ctx.keys.modified_by(dst, 0);
     ctx.reply.bulk(&elem);
     true
 }
@@ -585,48 +580,6 @@ fn rpoplpush(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 
 // ----- blocking commands -----
 
-/// Parses a blocking command's timeout, in seconds, like Redis 7.0's
-/// `getTimeoutFromObjectOrReply`: a long double, turned into milliseconds rounded up
-/// (`ceill(t * 1000)`), then cast to a 64-bit integer. `Ok(None)` means block forever.
-///
-/// The cast explains the odd corners this reproduces: `inf` or `1e20` are "negative"
-/// (an out-of-range cast gives `LLONG_MIN` on x86-64), `-0.0001` rounds up to 0 and
-/// blocks forever, `0.0001` is one millisecond. Redis adds the timeout to the current
-/// time in a signed 64-bit integer; when that overflows the deadline is never reached,
-/// which is forever here too. We compute in f64, so a timeout may differ from Redis's
-/// by one millisecond where the last bits of long double precision matter.
-fn parse_timeout(arg: &[u8], now_ms: u64) -> Result<Option<Duration>, &'static str> {
-    let secs = match parse_double(arg) {
-        Some(v) => v,
-        // Outside f64's range, but maybe inside long double's ("1e400", "1e-400").
-        None => match long_double_incr(None, arg) {
-            Ok(_) | Err(FloatIncrError::NanOrInfinity) => match parse_score_bound(arg) {
-                // Underflowed to zero: a tiny non-zero number. Rounded up to a
-                // millisecond when positive, to zero (forever) when negative.
-                Some((v, false)) if v == 0.0 => {
-                    if v.is_sign_negative() {
-                        -0.0
-                    } else {
-                        f64::MIN_POSITIVE
-                    }
-                }
-                Some((v, false)) => v,
-                _ => return Err(ERR_TIMEOUT_NOT_FLOAT),
-            },
-            Err(_) => return Err(ERR_TIMEOUT_NOT_FLOAT),
-        },
-    };
-    let ms = (secs * 1000.0).ceil();
-    // 2^63: the first value a cast to i64 cannot hold.
-    if !(0.0..9_223_372_036_854_775_808.0).contains(&ms) {
-        return Err(ERR_TIMEOUT_NEGATIVE);
-    }
-    let ms = ms as u64;
-    if ms == 0 || ms > i64::MAX as u64 - now_ms.min(i64::MAX as u64) {
-        return Ok(None);
-    }
-    Ok(Some(Duration::from_millis(ms)))
-}
 
 /// Registers the client as a waiter on `keys` and asks the connection to block. The
 /// command's locks are still held, so no push can come between the emptiness check
@@ -663,7 +616,7 @@ fn blocking_pop(ctx: &mut Ctx<'_>, args: &Args<'_>, end: End) {
         ctx.reply.array(2);
         ctx.reply.bulk(key);
         ctx.reply.bulk(&elem);
-        changed(ctx, key, 1);
+        ctx.keys.modified_by(key, 1);
         ctx.keys.delete_if_empty(loc);
         let pop: &[u8] = if end.is_left() { b"LPOP" } else { b"RPOP" };
         ctx.keys.propagate([pop, key].into_iter());
@@ -765,32 +718,6 @@ mod tests {
         assert_eq!(position(3, 3), None);
         assert_eq!(position(-4, 3), None);
         assert_eq!(position(i64::MIN, 3), None);
-    }
-
-    #[test]
-    fn timeouts_parse_like_redis_7_0() {
-        let now = 1_700_000_000_000;
-        let ms = |v: u64| Ok(Some(Duration::from_millis(v)));
-        assert_eq!(parse_timeout(b"0", now), Ok(None));
-        assert_eq!(parse_timeout(b"0.2", now), ms(200));
-        assert_eq!(parse_timeout(b"1.5", now), ms(1500));
-        assert_eq!(parse_timeout(b"0x10", now), ms(16_000));
-        // Rounded up to the millisecond, so a tiny positive timeout is not "forever"
-        // and a tiny negative one is.
-        assert_eq!(parse_timeout(b"0.0001", now), ms(1));
-        assert_eq!(parse_timeout(b"1e-400", now), ms(1));
-        assert_eq!(parse_timeout(b"-0.0001", now), Ok(None));
-        assert_eq!(parse_timeout(b"-1e-400", now), Ok(None));
-        assert_eq!(parse_timeout(b"-0", now), Ok(None));
-        // Past what a 64-bit millisecond count holds: Redis's cast makes it negative.
-        for huge in [&b"1e20"[..], b"inf", b"-inf", b"1e400", b"9.3e15", b"-1"] {
-            assert_eq!(parse_timeout(huge, now), Err(ERR_TIMEOUT_NEGATIVE), "{huge:?}");
-        }
-        // Fits, but the deadline would overflow: never reached, so forever.
-        assert_eq!(parse_timeout(b"9.2233720368547e15", now), Ok(None));
-        for bad in [&b"nan"[..], b" 1", b"1 ", b"abc", b"", b"1e5000", b"(1"] {
-            assert_eq!(parse_timeout(bad, now), Err(ERR_TIMEOUT_NOT_FLOAT), "{bad:?}");
-        }
     }
 
     #[test]

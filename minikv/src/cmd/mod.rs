@@ -74,11 +74,7 @@ pub enum KeySpec {
     None,
     /// Arguments `first`, `first + step`, ... up to `last` (negative: from the end,
     /// -1 is the last argument). Redis's (first, last, step) triple.
-    Range {
-        first: usize,
-        last: isize,
-        step: usize,
-    },
+    Range { first: usize, last: isize, step: usize },
     /// Keys found by a function of the arguments (the `numkeys` forms). It must not
     /// fail on bad input: it returns the keys it can find, the handler validates.
     Find(fn(&Args<'_>, &mut Vec<usize>)),
@@ -138,17 +134,7 @@ pub const fn cmd(
     summary: &'static str,
     since: &'static str,
 ) -> Command {
-    Command {
-        name,
-        arity,
-        flags,
-        keys,
-        handler,
-        group,
-        summary,
-        since,
-        subcommands: &[],
-    }
+    Command { name, arity, flags, keys, handler, group, summary, since, subcommands: &[] }
 }
 
 /// A parent command whose first argument names a subcommand (CLIENT, CONFIG, ...).
@@ -200,11 +186,7 @@ impl Table {
         let mut by_name = HashMap::new();
         for family in families {
             for c in family {
-                assert!(
-                    by_name.insert(c.name, commands.len()).is_none(),
-                    "duplicate command {}",
-                    c.name
-                );
+                assert!(by_name.insert(c.name, commands.len()).is_none(), "duplicate command {}", c.name);
                 commands.push(c);
                 for sub in c.subcommands {
                     assert!(
@@ -213,11 +195,7 @@ impl Table {
                         sub.name,
                         c.name
                     );
-                    assert!(
-                        by_name.insert(sub.name, commands.len()).is_none(),
-                        "duplicate command {}",
-                        sub.name
-                    );
+                    assert!(by_name.insert(sub.name, commands.len()).is_none(), "duplicate command {}", sub.name);
                     commands.push(sub);
                 }
             }
@@ -254,10 +232,7 @@ impl Table {
 
     /// Top-level commands (not subcommands), for COMMAND and COMMAND COUNT.
     pub fn top_level(&self) -> impl Iterator<Item = &'static Command> + '_ {
-        self.commands
-            .iter()
-            .copied()
-            .filter(|c| !c.name.contains('|'))
+        self.commands.iter().copied().filter(|c| !c.name.contains('|'))
     }
 }
 
@@ -272,11 +247,7 @@ pub enum Action {
     Close,
     /// Wait for data on keys (BLPOP...), up to the timeout. `retry` is the command
     /// itself, run again if the waiter is poked instead of served (see `blocking`).
-    Block {
-        waiter: Arc<Waiter>,
-        timeout: Option<Duration>,
-        retry: crate::resp::OwnedArgs,
-    },
+    Block { waiter: Arc<Waiter>, timeout: Option<Duration>, retry: crate::resp::OwnedArgs },
     /// DEBUG SLEEP: stall this connection (the server keeps serving others).
     Sleep(Duration),
     /// SHUTDOWN was accepted.
@@ -321,11 +292,7 @@ impl Batch {
 
     /// A batch for AOF replay.
     pub fn loading(server: &Server) -> Batch {
-        Batch {
-            aof: None,
-            loading: true,
-            ..Batch::new(server)
-        }
+        Batch { aof: None, loading: true, ..Batch::new(server) }
     }
 }
 
@@ -365,10 +332,7 @@ pub fn execute(
             }
             None => {
                 let parent = String::from_utf8_lossy(args.get(0)).to_uppercase();
-                let msg = format!(
-                    "ERR unknown subcommand '{}'. Try {parent} HELP.",
-                    truncate(args.get(1), 128)
-                );
+                let msg = format!("ERR unknown subcommand '{}'. Try {parent} HELP.", truncate(args.get(1), 128));
                 reject(session, out, &msg);
                 return None;
             }
@@ -376,11 +340,8 @@ pub fn execute(
     }
     if !arity_ok(command.arity, args.len()) {
         server.commands.record_rejected(idx);
-        let msg = format!(
-            "ERR wrong number of arguments for '{}' command",
-            command.name
-        );
-        reject(session, out, &msg);
+        let msg = format!("ERR wrong number of arguments for '{}' command", command.name);
+        reject_command(server, session, command, out, &msg);
         return None;
     }
     if !session.authenticated
@@ -388,7 +349,7 @@ pub fn execute(
         && server.config.live.auth_required.load(Ordering::Relaxed)
     {
         server.commands.record_rejected(idx);
-        reject(session, out, "NOAUTH Authentication required.");
+        reject_command(server, session, command, out, "NOAUTH Authentication required.");
         return None;
     }
     if session.in_pubsub_context() && command.flags & flag::PUBSUB_CONTEXT == 0 {
@@ -428,14 +389,7 @@ pub fn execute(
     session.info.touch(idx, batch.now_ms);
     let guards = lock_for(server, command, args, batch);
     let effects = Effects::new(batch.aof.is_some());
-    let mut keys = Keys::new(
-        &server.keyspace,
-        guards,
-        session.db,
-        batch.now_ms,
-        batch.clock,
-        effects,
-    );
+    let mut keys = Keys::new(&server.keyspace, guards, session.db, batch.now_ms, batch.clock, effects);
     keys.loading = batch.loading;
     let mut ctx = Ctx {
         server,
@@ -452,20 +406,12 @@ pub fn execute(
 }
 
 /// Runs a command whose shards are locked, and records its latency.
-pub fn run(
-    ctx: &mut Ctx<'_>,
-    idx: usize,
-    command: &'static Command,
-    args: &Args<'_>,
-    batch: &mut Batch,
-) {
+pub fn run(ctx: &mut Ctx<'_>, idx: usize, command: &'static Command, args: &Args<'_>, batch: &mut Batch) {
     let reply_start = ctx.reply.buf.len();
     let dirty_before = ctx.keys.effects.dirty;
     ctx.keys.effects.command_propagated = false;
     (command.handler)(ctx, args);
-    if ctx.keys.effects.dirty > dirty_before
-        && !ctx.keys.effects.command_propagated
-        && command.flags & flag::WRITE != 0
+    if ctx.keys.effects.dirty > dirty_before && !ctx.keys.effects.command_propagated && command.flags & flag::WRITE != 0
     {
         ctx.keys.propagate_args(args.iter());
     }
@@ -483,10 +429,7 @@ pub fn finish(ctx: &mut Ctx<'_>, batch: &mut Batch) {
         crate::blocking::serve_ready(&mut ctx.keys);
     }
     if ctx.keys.effects.dirty > 0 {
-        ctx.server
-            .keyspace
-            .dirty
-            .fetch_add(ctx.keys.effects.dirty, Ordering::Relaxed);
+        ctx.server.keyspace.dirty.fetch_add(ctx.keys.effects.dirty, Ordering::Relaxed);
     }
     if !ctx.keys.effects.aof.is_empty() {
         if let Some(aof) = &batch.aof {
@@ -506,31 +449,18 @@ pub fn finish(ctx: &mut Ctx<'_>, batch: &mut Batch) {
 }
 
 /// Locks the shards a command needs.
-pub fn lock_for<'a>(
-    server: &'a Server,
-    command: &Command,
-    args: &Args<'_>,
-    batch: &mut Batch,
-) -> Guards<'a> {
+pub fn lock_for<'a>(server: &'a Server, command: &Command, args: &Args<'_>, batch: &mut Batch) -> Guards<'a> {
     match command.keys {
         KeySpec::None | KeySpec::Walk => Guards::none(),
         KeySpec::All => server.keyspace.lock_all(),
-        KeySpec::Range {
-            first,
-            last: l,
-            step: _,
-        } if l == first as isize && args.len() > first => {
+        KeySpec::Range { first, last: l, step: _ } if l == first as isize && args.len() > first => {
             // The common single-key case: no allocation, one lock.
-            server
-                .keyspace
-                .lock_one(shard_of(hash_bytes(args.get(first))))
+            server.keyspace.lock_one(shard_of(hash_bytes(args.get(first))))
         }
         spec => {
             batch.key_positions.clear();
             spec.positions(args, &mut batch.key_positions);
-            server
-                .keyspace
-                .lock_keys(batch.key_positions.iter().map(|&i| args.get(i)))
+            server.keyspace.lock_keys(batch.key_positions.iter().map(|&i| args.get(i)))
         }
     }
 }
@@ -547,6 +477,20 @@ fn truncate(b: &[u8], n: usize) -> String {
     // Redis prints these with %.128s, which also stops at a NUL byte.
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len()).min(n);
     String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// Redis's `rejectCommand`: like [`reject`], except that a refused EXEC also discards
+/// the transaction and says so (`EXECABORT Transaction discarded because of: ...`).
+fn reject_command(server: &Server, session: &mut Session, command: &Command, out: &mut Vec<u8>, msg: &str) {
+    if command.name != "exec" {
+        return reject(session, out, msg);
+    }
+    if session.multi.take().is_some() {
+        session.info.in_multi.store(false, Ordering::Relaxed);
+    }
+    transactions::unwatch_all(server, session);
+    let reason = msg.strip_prefix("ERR ").unwrap_or(msg);
+    Reply::new(out, session.proto).error(&format!("EXECABORT Transaction discarded because of: {reason}"));
 }
 
 /// A refusal that also aborts a transaction being queued (EXECABORT at EXEC).
@@ -568,10 +512,7 @@ fn reject_unknown(session: &mut Session, args: &Args<'_>, out: &mut Vec<u8>) {
         rest.push_str(&truncate(a, room));
         rest.push_str("' ");
     }
-    let msg = format!(
-        "ERR unknown command '{}', with args beginning with: {rest}",
-        truncate(args.get(0), 128)
-    );
+    let msg = format!("ERR unknown command '{}', with args beginning with: {rest}", truncate(args.get(0), 128));
     reject(session, out, &msg);
 }
 
@@ -586,8 +527,77 @@ pub fn int_arg(arg: &[u8]) -> Option<i64> {
     crate::resp::parse_i64_strict(arg)
 }
 
+/// A SCAN cursor as Redis reads it (`strtoul`, base 10): no leading space, an
+/// optional sign (`-1` wraps around, as in C), digits up to 2^64 - 1. The text ends
+/// at a NUL byte, as a C string does, and an empty cursor is 0.
+pub fn parse_cursor(arg: &[u8]) -> Option<u64> {
+    let arg = match arg.iter().position(|&b| b == 0) {
+        Some(nul) => &arg[..nul],
+        None => arg,
+    };
+    let Some(&first) = arg.first() else { return Some(0) };
+    if matches!(first, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r') {
+        return None;
+    }
+    let (negative, digits) = match first {
+        b'-' => (true, &arg[1..]),
+        b'+' => (false, &arg[1..]),
+        _ => (false, arg),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut value = 0u64;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(if negative { value.wrapping_neg() } else { value })
+}
+
 /// Case-insensitive comparison of an argument with an option name.
 #[inline]
 pub fn is(arg: &[u8], word: &str) -> bool {
     arg.eq_ignore_ascii_case(word.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_parse_like_strtoul() {
+        for (text, cursor) in [
+            (&b"0"[..], 0),
+            (b"", 0),
+            (b"+5", 5),
+            (b"007", 7),
+            (b"-1", u64::MAX),
+            (b"18446744073709551615", u64::MAX),
+            // A C string ends at NUL, so Redis reads "5\0junk" as 5.
+            (b"5\0junk", 5),
+        ] {
+            assert_eq!(parse_cursor(text), Some(cursor), "{:?}", String::from_utf8_lossy(text));
+        }
+        for bad in [&b"18446744073709551616"[..], b" 5", b"5 ", b"+", b"-", b"abc", b"1.5"] {
+            assert_eq!(parse_cursor(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn key_specs_find_keys() {
+        let spans = [0..3usize, 3..4, 4..5, 5..6, 6..7];
+        let args = Args::new(b"DELabcd", &spans);
+        let mut out = Vec::new();
+        range(1, -1, 1).positions(&args, &mut out);
+        assert_eq!(out, vec![1, 2, 3, 4]);
+        out.clear();
+        range(1, -1, 2).positions(&args, &mut out);
+        assert_eq!(out, vec![1, 3]);
+        out.clear();
+        range(1, -2, 1).positions(&args, &mut out);
+        assert_eq!(out, vec![1, 2, 3]);
+    }
 }

@@ -56,66 +56,18 @@ pub static COMMANDS: &[Command] = &[
         "Stops listening to messages published to channels that match one or more patterns.",
         "2.0.0",
     ),
-    cmd(
-        "publish",
-        3,
-        PS | flag::FAST,
-        KeySpec::None,
-        publish,
-        "pubsub",
-        "Posts a message to a channel.",
-        "2.0.0",
-    ),
-    container(
-        "pubsub",
-        "pubsub",
-        "A container for Pub/Sub commands.",
-        "2.8.0",
-        PUBSUB_SUBCOMMANDS,
-    ),
+    cmd("publish", 3, PS | flag::FAST, KeySpec::None, publish, "pubsub", "Posts a message to a channel.", "2.0.0"),
+    container("pubsub", "pubsub", "A container for Pub/Sub commands.", "2.8.0", PUBSUB_SUBCOMMANDS),
 ];
 
+#[rustfmt::skip]
 static PUBSUB_SUBCOMMANDS: &[Command] = &[
-    cmd(
-        "pubsub|channels",
-        -2,
-        PS,
-        KeySpec::None,
-        pubsub_channels,
-        "pubsub",
-        "Returns the active channels.",
-        "2.8.0",
-    ),
-    cmd(
-        "pubsub|numsub",
-        -2,
-        PS,
-        KeySpec::None,
-        pubsub_numsub,
-        "pubsub",
-        "Returns a count of subscribers to channels.",
-        "2.8.0",
-    ),
-    cmd(
-        "pubsub|numpat",
-        2,
-        PS,
-        KeySpec::None,
-        pubsub_numpat,
-        "pubsub",
-        "Returns a count of unique pattern subscriptions.",
-        "2.8.0",
-    ),
-    cmd(
-        "pubsub|help",
-        2,
-        flag::LOADING | flag::STALE,
-        KeySpec::None,
-        pubsub_help,
-        "pubsub",
-        "Returns helpful text about the different subcommands.",
-        "6.2.0",
-    ),
+    cmd("pubsub|channels", -2, PS, KeySpec::None, pubsub_channels, "pubsub", "List active channels", "2.8.0"),
+    cmd("pubsub|numsub", -2, PS, KeySpec::None, pubsub_numsub, "pubsub", "Get the count of subscribers for channels", "2.8.0"),
+    cmd("pubsub|numpat", 2, PS, KeySpec::None, pubsub_numpat, "pubsub", "Get the count of unique patterns pattern subscriptions", "2.8.0"),
+    cmd("pubsub|shardchannels", -2, PS, KeySpec::None, pubsub_shardchannels, "pubsub", "List active shard channels", "7.0.0"),
+    cmd("pubsub|shardnumsub", -2, PS, KeySpec::None, pubsub_shardnumsub, "pubsub", "Get the count of subscribers for shard channels", "7.0.0"),
+    cmd("pubsub|help", 2, flag::LOADING | flag::STALE, KeySpec::None, pubsub_help, "pubsub", "Show helpful text about the different subcommands", "6.2.0"),
 ];
 
 /// The client's subscription state, created on first use. The connection loop reads
@@ -124,12 +76,7 @@ fn subs<'s>(session: &'s mut Session) -> &'s mut Subscriptions {
     let info = session.info.clone();
     session.subs.get_or_insert_with(|| {
         let (subscriber, rx) = Subscriber::new(info);
-        Subscriptions {
-            subscriber,
-            rx,
-            channels: Default::default(),
-            patterns: Default::default(),
-        }
+        Subscriptions { subscriber, rx, channels: Default::default(), patterns: Default::default() }
     })
 }
 
@@ -145,22 +92,14 @@ fn confirm(ctx: &mut Ctx<'_>, kind: &[u8], name: Option<&[u8]>, count: usize) {
 
 fn update_counts(session: &Session) {
     if let Some(s) = &session.subs {
-        session
-            .info
-            .subscriptions
-            .store(s.channels.len(), Ordering::Relaxed);
-        session
-            .info
-            .pattern_subscriptions
-            .store(s.patterns.len(), Ordering::Relaxed);
+        session.info.subscriptions.store(s.channels.len(), Ordering::Relaxed);
+        session.info.pattern_subscriptions.store(s.patterns.len(), Ordering::Relaxed);
     }
 }
 
 fn subscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     if ctx.in_exec {
-        return ctx
-            .reply
-            .error("ERR SUBSCRIBE isn't allowed for a DENY BLOCKING client");
+        return ctx.reply.error("ERR SUBSCRIBE isn't allowed for a DENY BLOCKING client");
     }
     for ch in args.iter().skip(1) {
         let server = ctx.server;
@@ -176,9 +115,7 @@ fn subscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 
 fn psubscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     if ctx.in_exec {
-        return ctx
-            .reply
-            .error("ERR PSUBSCRIBE isn't allowed for a DENY BLOCKING client");
+        return ctx.reply.error("ERR PSUBSCRIBE isn't allowed for a DENY BLOCKING client");
     }
     for pat in args.iter().skip(1) {
         let server = ctx.server;
@@ -197,11 +134,7 @@ fn unsubscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let names: Vec<Vec<u8>> = if args.len() > 1 {
         args.iter().skip(1).map(|a| a.to_vec()).collect()
     } else {
-        ctx.session
-            .subs
-            .as_ref()
-            .map(|s| s.channels.iter().cloned().collect())
-            .unwrap_or_default()
+        ctx.session.subs.as_ref().map(|s| s.channels.iter().cloned().collect()).unwrap_or_default()
     };
     if names.is_empty() {
         let count = ctx.session.subs.as_ref().map_or(0, |s| s.count());
@@ -227,11 +160,7 @@ fn punsubscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let names: Vec<Vec<u8>> = if args.len() > 1 {
         args.iter().skip(1).map(|a| a.to_vec()).collect()
     } else {
-        ctx.session
-            .subs
-            .as_ref()
-            .map(|s| s.patterns.iter().cloned().collect())
-            .unwrap_or_default()
+        ctx.session.subs.as_ref().map(|s| s.patterns.iter().cloned().collect()).unwrap_or_default()
     };
     if names.is_empty() {
         let count = ctx.session.subs.as_ref().map_or(0, |s| s.count());
@@ -262,31 +191,34 @@ pub fn unsubscribe_everything(server: &Server, session: &mut Session) {
             server.pubsub.punsubscribe(p, &s.subscriber);
         }
         session.info.subscriptions.store(0, Ordering::Relaxed);
-        session
-            .info
-            .pattern_subscriptions
-            .store(0, Ordering::Relaxed);
+        session.info.pattern_subscriptions.store(0, Ordering::Relaxed);
     }
 }
 
 fn publish(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let limit = ctx.server.config.with_settings(|s| s.pubsub_output_limit);
-    let n = ctx
-        .server
-        .pubsub
-        .publish(args.get(1), args.get(2), limit, ctx.keys.now_ms);
-    ctx.server
-        .stats
-        .pubsub_messages
-        .fetch_add(1, Ordering::Relaxed);
-    ctx.reply.int(n as i64);
+    let (receivers, dropped) = ctx.server.pubsub.publish(args.get(1), args.get(2), limit, ctx.keys.now_ms);
+    let stats = &ctx.server.stats;
+    stats.pubsub_messages.fetch_add(1, Ordering::Relaxed);
+    if dropped > 0 {
+        stats.output_limit_disconnections.fetch_add(dropped as u64, Ordering::Relaxed);
+    }
+    ctx.reply.int(receivers as i64);
+}
+
+/// Redis's `addReplySubcommandSyntaxError`, for a subcommand's own argument check.
+fn subcommand_syntax_error(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let msg = format!(
+        "ERR unknown subcommand or wrong number of arguments for '{}'. Try {} HELP.",
+        String::from_utf8_lossy(&args.get(1)[..args.get(1).len().min(128)]),
+        String::from_utf8_lossy(args.get(0)).to_uppercase()
+    );
+    ctx.reply.error(&msg);
 }
 
 fn pubsub_channels(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     if args.len() > 3 {
-        return ctx
-            .reply
-            .error("ERR wrong number of arguments for 'pubsub|channels' command");
+        return subcommand_syntax_error(ctx, args);
     }
     let pattern = (args.len() == 3).then(|| args.get(2));
     let chans = ctx.server.pubsub.channels(pattern);
@@ -297,11 +229,30 @@ fn pubsub_channels(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 }
 
 fn pubsub_numsub(ctx: &mut Ctx<'_>, args: &Args<'_>) {
-    ctx.reply.map(args.len() - 2);
+    // A flat array of channel, count pairs, in RESP3 too (Redis 7.0 does not use a
+    // map here, and redis-py's parser expects the array).
+    ctx.reply.array((args.len() - 2) * 2);
     for ch in args.iter().skip(2) {
         ctx.reply.bulk(ch);
         let n = ctx.server.pubsub.numsub(ch);
         ctx.reply.int(n as i64);
+    }
+}
+
+/// Sharded pub/sub (SSUBSCRIBE) is not supported, so there are never shard channels:
+/// these answer truthfully with none.
+fn pubsub_shardchannels(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    if args.len() > 3 {
+        return subcommand_syntax_error(ctx, args);
+    }
+    ctx.reply.array(0);
+}
+
+fn pubsub_shardnumsub(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    ctx.reply.array((args.len() - 2) * 2);
+    for ch in args.iter().skip(2) {
+        ctx.reply.bulk(ch);
+        ctx.reply.int(0);
     }
 }
 
@@ -320,8 +271,12 @@ fn pubsub_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
         "NUMSUB [<channel> ...]",
         "    Return the number of subscribers for the specified channels, excluding",
         "    pattern subscriptions(default: no channels).",
+        "SHARDCHANNELS [<pattern>]",
+        "    Return the currently active shard level channels matching a <pattern> (default: '*').",
+        "SHARDNUMSUB [<shardchannel> ...]",
+        "    Return the number of subscribers for the specified shard level channel(s)",
         "HELP",
-        "    Print this help.",
+        "    Prints this help.",
     ];
     ctx.reply.array(lines.len());
     for l in lines {

@@ -88,15 +88,6 @@ fn find_set(ctx: &mut Ctx<'_>, key: &[u8], read: bool) -> Result<Option<Loc>, Re
 /// The handler already sent its reply (an error); it must return without changes.
 pub(super) struct Replied;
 
-/// Records `changes` (at least one) changes to `key`, counted like Redis's
-/// `server.dirty += n`: WATCH breaks, the command goes to the AOF.
-pub(super) fn changed(ctx: &mut Ctx<'_>, key: &[u8], changes: u64) {
-    assert!(changes >= 1, "a change must count");
-    ctx.keys.modified(key);
-    // `modified` counted one.
-    ctx.keys.effects.dirty += changes - 1;
-}
-
 // ----- single-set commands -----
 
 fn sadd(ctx: &mut Ctx<'_>, args: &Args<'_>) {
@@ -115,7 +106,7 @@ fn sadd(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     }
     debug_assert!(!set.is_empty());
     if added > 0 {
-        changed(ctx, key, added);
+        ctx.keys.modified_by(key, added);
     }
     ctx.reply.int(added as i64);
 }
@@ -139,7 +130,7 @@ fn srem(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     }
     if removed > 0 {
         ctx.keys.delete_if_empty(loc);
-        changed(ctx, key, removed);
+        ctx.keys.modified_by(key, removed);
     }
     ctx.reply.int(removed as i64);
 }
@@ -278,7 +269,7 @@ fn spop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         let ((member, ()), _) = set.swap_remove_index(pos);
         ctx.reply.bulk(&member);
         ctx.keys.delete_if_empty(loc);
-        changed(ctx, key, 1);
+        ctx.keys.modified_by(key, 1);
         ctx.keys.propagate([&b"SREM"[..], key, &member].into_iter());
         return;
     };
@@ -291,7 +282,7 @@ fn spop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             ctx.reply.bulk(member);
         }
         ctx.keys.remove(loc);
-        changed(ctx, key, size as u64);
+        ctx.keys.modified_by(key, size as u64);
         ctx.keys.propagate([&b"DEL"[..], key].into_iter());
         return;
     }
@@ -310,7 +301,7 @@ fn spop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     for member in &popped {
         ctx.reply.bulk(member);
     }
-    changed(ctx, key, count as u64);
+    ctx.keys.modified_by(key, count as u64);
     let mut srem: Vec<&[u8]> = Vec::with_capacity(count + 2);
     srem.push(b"SREM");
     srem.push(key);
@@ -394,7 +385,7 @@ fn smove(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         return ctx.reply.int(0);
     }
     ctx.keys.delete_if_empty(src_loc);
-    changed(ctx, src, 1);
+    ctx.keys.modified_by(src, 1);
     let dst_loc = match ctx.keys.lookup_write(dst) {
         Some(loc) => loc,
         None => ctx.keys.insert_new(dst, kind::new_set()),
@@ -402,7 +393,7 @@ fn smove(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let dst_set = set_at(&mut ctx.keys, dst_loc);
     if !dst_set.contains(member) {
         dst_set.insert(CompactBytes::new(member), ());
-        changed(ctx, dst, 1);
+        ctx.keys.modified_by(dst, 1);
     }
     ctx.reply.int(1);
 }
@@ -520,9 +511,9 @@ fn store(ctx: &mut Ctx<'_>, dst: &[u8], result: SetValue) {
     let len = result.len();
     if len > 0 {
         ctx.keys.set(dst, Value::Set(Box::new(result)));
-        changed(ctx, dst, 1);
+        ctx.keys.modified_by(dst, 1);
     } else if ctx.keys.delete(dst) {
-        changed(ctx, dst, 1);
+        ctx.keys.modified_by(dst, 1);
     }
     ctx.reply.int(len as i64);
 }
@@ -639,30 +630,6 @@ fn sintercard(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 
 // ----- SSCAN (and the SCAN-family parsing HSCAN shares) -----
 
-/// Parses a SCAN cursor as Redis 7.0 does with `strtoul`: an optional sign (a minus
-/// negates modulo 2^64), decimal digits, nothing else; no leading space, no overflow.
-/// An empty string is cursor 0, as `strtoul` sees it.
-pub(super) fn parse_cursor(arg: &[u8]) -> Option<u64> {
-    if arg.is_empty() {
-        return Some(0);
-    }
-    let (negative, digits) = match arg[0] {
-        b'-' => (true, &arg[1..]),
-        b'+' => (false, &arg[1..]),
-        _ => (false, arg),
-    };
-    if digits.is_empty() {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &c in digits {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add((c - b'0') as u64)?;
-    }
-    Some(if negative { v.wrapping_neg() } else { v })
-}
 
 /// The options of HSCAN/SSCAN: `[MATCH pattern] [COUNT count]`, any order, repeats
 /// allowed (the last wins). TYPE is SCAN's alone.
@@ -744,7 +711,7 @@ pub(super) fn reply_scan_header(reply: &mut Reply<'_>, cursor: u64, elements: us
 }
 
 fn sscan(ctx: &mut Ctx<'_>, args: &Args<'_>) {
-    let Some(cursor) = parse_cursor(args.get(2)) else {
+    let Some(cursor) = super::parse_cursor(args.get(2)) else {
         return ctx.reply.error("ERR invalid cursor");
     };
     // Redis checks the key before the options: a missing key answers an empty scan
@@ -924,18 +891,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn cursor_text_follows_strtoul() {
-        assert_eq!(parse_cursor(b"0"), Some(0));
-        assert_eq!(parse_cursor(b""), Some(0));
-        assert_eq!(parse_cursor(b"+5"), Some(5));
-        assert_eq!(parse_cursor(b"007"), Some(7));
-        assert_eq!(parse_cursor(b"-1"), Some(u64::MAX));
-        assert_eq!(parse_cursor(b"18446744073709551615"), Some(u64::MAX));
-        for bad in [&b"18446744073709551616"[..], b" 5", b"5 ", b"+", b"-", b"0x1", b"1.0"] {
-            assert_eq!(parse_cursor(bad), None, "{:?}", String::from_utf8_lossy(bad));
-        }
-    }
 
     #[test]
     fn scan_options_follow_redis() {

@@ -18,25 +18,187 @@ const M: u32 = flag::DENYOOM;
 
 pub static COMMANDS: &[Command] = &[
     cmd("get", 2, R | F, range(1, 1, 1), get, "string", "Returns the string value of a key.", "1.0.0"),
-    cmd("set", -3, W | M, range(1, 1, 1), set, "string", "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist.", "1.0.0"),
-    cmd("setnx", 3, W | M | F, range(1, 1, 1), setnx, "string", "Set the string value of a key only when the key doesn't exist.", "1.0.0"),
-    cmd("setex", 4, W | M, range(1, 1, 1), setex, "string", "Sets the string value and expiration time of a key. Creates the key if it doesn't exist.", "2.0.0"),
-    cmd("psetex", 4, W | M, range(1, 1, 1), psetex, "string", "Sets both string value and expiration time in milliseconds of a key. The key is created if it doesn't exist.", "2.6.0"),
-    cmd("getset", 3, W | M | F, range(1, 1, 1), getset, "string", "Returns the previous string value of a key after setting it to a new value.", "1.0.0"),
-    cmd("getdel", 2, W | F, range(1, 1, 1), getdel, "string", "Returns the string value of a key after deleting the key.", "6.2.0"),
-    cmd("getex", -2, W | F, range(1, 1, 1), getex, "string", "Returns the string value of a key after setting its expiration time.", "6.2.0"),
-    cmd("mget", -2, R | F, range(1, -1, 1), mget, "string", "Atomically returns the string values of one or more keys.", "1.0.0"),
-    cmd("mset", -3, W | M, range(1, -1, 2), mset, "string", "Atomically creates or modifies the string values of one or more keys.", "1.0.1"),
-    cmd("msetnx", -3, W | M, range(1, -1, 2), msetnx, "string", "Atomically modifies the string values of one or more keys only when all keys don't exist.", "1.0.1"),
-    cmd("incr", 2, W | M | F, range(1, 1, 1), incr, "string", "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.", "1.0.0"),
-    cmd("decr", 2, W | M | F, range(1, 1, 1), decr, "string", "Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.", "1.0.0"),
-    cmd("incrby", 3, W | M | F, range(1, 1, 1), incrby, "string", "Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist.", "1.0.0"),
-    cmd("decrby", 3, W | M | F, range(1, 1, 1), decrby, "string", "Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist.", "1.0.0"),
-    cmd("incrbyfloat", 3, W | M | F, range(1, 1, 1), incrbyfloat, "string", "Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist.", "2.6.0"),
-    cmd("append", 3, W | M, range(1, 1, 1), append, "string", "Appends a string to the value of a key. Creates the key if it doesn't exist.", "2.0.0"),
+    cmd(
+        "set",
+        -3,
+        W | M,
+        range(1, 1, 1),
+        set,
+        "string",
+        "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist.",
+        "1.0.0",
+    ),
+    cmd(
+        "setnx",
+        3,
+        W | M | F,
+        range(1, 1, 1),
+        setnx,
+        "string",
+        "Set the string value of a key only when the key doesn't exist.",
+        "1.0.0",
+    ),
+    cmd(
+        "setex",
+        4,
+        W | M,
+        range(1, 1, 1),
+        setex,
+        "string",
+        "Sets the string value and expiration time of a key. Creates the key if it doesn't exist.",
+        "2.0.0",
+    ),
+    cmd(
+        "psetex",
+        4,
+        W | M,
+        range(1, 1, 1),
+        psetex,
+        "string",
+        "Sets both string value and expiration time in milliseconds of a key. The key is created if it doesn't exist.",
+        "2.6.0",
+    ),
+    cmd(
+        "getset",
+        3,
+        W | M | F,
+        range(1, 1, 1),
+        getset,
+        "string",
+        "Returns the previous string value of a key after setting it to a new value.",
+        "1.0.0",
+    ),
+    cmd(
+        "getdel",
+        2,
+        W | F,
+        range(1, 1, 1),
+        getdel,
+        "string",
+        "Returns the string value of a key after deleting the key.",
+        "6.2.0",
+    ),
+    cmd(
+        "getex",
+        -2,
+        W | F,
+        range(1, 1, 1),
+        getex,
+        "string",
+        "Returns the string value of a key after setting its expiration time.",
+        "6.2.0",
+    ),
+    cmd(
+        "mget",
+        -2,
+        R | F,
+        range(1, -1, 1),
+        mget,
+        "string",
+        "Atomically returns the string values of one or more keys.",
+        "1.0.0",
+    ),
+    cmd(
+        "mset",
+        -3,
+        W | M,
+        range(1, -1, 2),
+        mset,
+        "string",
+        "Atomically creates or modifies the string values of one or more keys.",
+        "1.0.1",
+    ),
+    cmd(
+        "msetnx",
+        -3,
+        W | M,
+        range(1, -1, 2),
+        msetnx,
+        "string",
+        "Atomically modifies the string values of one or more keys only when all keys don't exist.",
+        "1.0.1",
+    ),
+    cmd(
+        "incr",
+        2,
+        W | M | F,
+        range(1, 1, 1),
+        incr,
+        "string",
+        "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.",
+        "1.0.0",
+    ),
+    cmd(
+        "decr",
+        2,
+        W | M | F,
+        range(1, 1, 1),
+        decr,
+        "string",
+        "Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.",
+        "1.0.0",
+    ),
+    cmd(
+        "incrby",
+        3,
+        W | M | F,
+        range(1, 1, 1),
+        incrby,
+        "string",
+        "Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist.",
+        "1.0.0",
+    ),
+    cmd(
+        "decrby",
+        3,
+        W | M | F,
+        range(1, 1, 1),
+        decrby,
+        "string",
+        "Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist.",
+        "1.0.0",
+    ),
+    cmd(
+        "incrbyfloat",
+        3,
+        W | M | F,
+        range(1, 1, 1),
+        incrbyfloat,
+        "string",
+        "Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist.",
+        "2.6.0",
+    ),
+    cmd(
+        "append",
+        3,
+        W | M,
+        range(1, 1, 1),
+        append,
+        "string",
+        "Appends a string to the value of a key. Creates the key if it doesn't exist.",
+        "2.0.0",
+    ),
     cmd("strlen", 2, R | F, range(1, 1, 1), strlen, "string", "Returns the length of a string value.", "2.2.0"),
-    cmd("getrange", 4, R, range(1, 1, 1), getrange, "string", "Returns a substring of the string stored at a key.", "2.4.0"),
-    cmd("setrange", 4, W | M, range(1, 1, 1), setrange, "string", "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist.", "2.2.0"),
+    cmd(
+        "getrange",
+        4,
+        R,
+        range(1, 1, 1),
+        getrange,
+        "string",
+        "Returns a substring of the string stored at a key.",
+        "2.4.0",
+    ),
+    cmd(
+        "setrange",
+        4,
+        W | M,
+        range(1, 1, 1),
+        setrange,
+        "string",
+        "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist.",
+        "2.2.0",
+    ),
 ];
 
 fn get(ctx: &mut Ctx<'_>, args: &Args<'_>) {
@@ -74,23 +236,13 @@ enum ExpireUnit {
 
 /// Turns an EX/PX/EXAT/PXAT argument into an absolute deadline, with Redis's checks
 /// and message ("invalid expire time in 'set' command").
-fn deadline(
-    ctx: &Ctx<'_>,
-    arg: &[u8],
-    unit: ExpireUnit,
-    relative: bool,
-    cmd_name: &str,
-) -> Result<u64, String> {
+fn deadline(ctx: &Ctx<'_>, arg: &[u8], unit: ExpireUnit, relative: bool, cmd_name: &str) -> Result<u64, String> {
     let v = int_arg(arg).ok_or_else(|| ERR_NOT_INTEGER.to_string())?;
     let invalid = || format!("ERR invalid expire time in '{cmd_name}' command");
     if v <= 0 || (unit == ExpireUnit::Seconds && v > i64::MAX / 1000) {
         return Err(invalid());
     }
-    let mut ms = if unit == ExpireUnit::Seconds {
-        v * 1000
-    } else {
-        v
-    };
+    let mut ms = if unit == ExpireUnit::Seconds { v * 1000 } else { v };
     if relative {
         ms = ms.checked_add(ctx.keys.now_ms as i64).ok_or_else(invalid)?;
     }
@@ -137,13 +289,7 @@ struct Extended<'a> {
 }
 
 fn parse_extended<'a>(args: &Args<'a>, from: usize, for_set: bool) -> Result<Extended<'a>, ()> {
-    let mut o = Extended {
-        nx: false,
-        xx: false,
-        get: false,
-        expire: None,
-        expire_arg: b"",
-    };
+    let mut o = Extended { nx: false, xx: false, get: false, expire: None, expire_arg: b"" };
     let mut i = from;
     while i < args.len() {
         let a = args.get(i);
@@ -188,13 +334,7 @@ impl Extended<'_> {
         match self.expire {
             None | Some(ExpireKind::Persist) => Ok(Ttl::Clear),
             Some(ExpireKind::KeepTtl) => Ok(Ttl::Keep),
-            Some(kind) => Ok(Ttl::At(deadline(
-                ctx,
-                self.expire_arg,
-                kind.unit(),
-                kind.relative(),
-                cmd_name,
-            )?)),
+            Some(kind) => Ok(Ttl::At(deadline(ctx, self.expire_arg, kind.unit(), kind.relative(), cmd_name)?)),
         }
     }
 }
@@ -231,9 +371,7 @@ fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 
 /// Writes a string with the given TTL treatment and marks the key modified.
 fn store(ctx: &mut Ctx<'_>, key: &[u8], value: &[u8], ttl: Ttl) -> Loc {
-    let loc = ctx
-        .keys
-        .set_keep_ttl(key, Value::str(value), ttl == Ttl::Keep);
+    let loc = ctx.keys.set_keep_ttl(key, Value::str(value), ttl == Ttl::Keep);
     if let Ttl::At(at) = ttl {
         ctx.keys.set_expire(loc, Some(at));
     }
@@ -248,12 +386,9 @@ fn propagate_set(ctx: &mut Ctx<'_>, args: &Args<'_>, ttl: Ttl) {
     match ttl {
         Ttl::At(at) => {
             let mut b = itoa::Buffer::new();
-            ctx.keys
-                .propagate([&b"SET"[..], key, value, b"PXAT", b.format(at).as_bytes()].into_iter());
+            ctx.keys.propagate([&b"SET"[..], key, value, b"PXAT", b.format(at).as_bytes()].into_iter());
         }
-        Ttl::Keep => ctx
-            .keys
-            .propagate([&b"SET"[..], key, value, b"KEEPTTL"].into_iter()),
+        Ttl::Keep => ctx.keys.propagate([&b"SET"[..], key, value, b"KEEPTTL"].into_iter()),
         Ttl::Clear => ctx.keys.propagate([&b"SET"[..], key, value].into_iter()),
     }
 }
@@ -276,16 +411,7 @@ fn setex_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, unit: ExpireUnit, name: &st
     store(ctx, key, args.get(3), Ttl::At(at));
     ctx.reply.ok();
     let mut b = itoa::Buffer::new();
-    ctx.keys.propagate(
-        [
-            &b"SET"[..],
-            key,
-            args.get(3),
-            b"PXAT",
-            b.format(at).as_bytes(),
-        ]
-        .into_iter(),
-    );
+    ctx.keys.propagate([&b"SET"[..], key, args.get(3), b"PXAT", b.format(at).as_bytes()].into_iter());
 }
 
 fn setex(ctx: &mut Ctx<'_>, args: &Args<'_>) {
@@ -304,8 +430,7 @@ fn getset(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         Err(_) => return ctx.reply.error(WRONGTYPE),
     }
     store(ctx, key, args.get(2), Ttl::Clear);
-    ctx.keys
-        .propagate([&b"SET"[..], key, args.get(2)].into_iter());
+    ctx.keys.propagate([&b"SET"[..], key, args.get(2)].into_iter());
 }
 
 fn getdel(ctx: &mut Ctx<'_>, args: &Args<'_>) {
@@ -359,8 +484,7 @@ fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             ctx.keys.set_expire(loc, Some(at));
             ctx.keys.modified(key);
             let mut b = itoa::Buffer::new();
-            ctx.keys
-                .propagate([&b"PEXPIREAT"[..], key, b.format(at).as_bytes()].into_iter());
+            ctx.keys.propagate([&b"PEXPIREAT"[..], key, b.format(at).as_bytes()].into_iter());
         }
         _ => {}
     }
@@ -379,9 +503,7 @@ fn mget(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 
 fn mset(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     if args.len() % 2 == 0 {
-        return ctx
-            .reply
-            .error("ERR wrong number of arguments for 'mset' command");
+        return ctx.reply.error("ERR wrong number of arguments for 'mset' command");
     }
     for i in (1..args.len()).step_by(2) {
         store(ctx, args.get(i), args.get(i + 1), Ttl::Clear);
@@ -391,9 +513,7 @@ fn mset(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 
 fn msetnx(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     if args.len() % 2 == 0 {
-        return ctx
-            .reply
-            .error("ERR wrong number of arguments for 'msetnx' command");
+        return ctx.reply.error("ERR wrong number of arguments for 'msetnx' command");
     }
     for i in (1..args.len()).step_by(2) {
         if ctx.keys.lookup_write(args.get(i)).is_some() {
@@ -431,9 +551,7 @@ fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) {
     };
     match found {
         Some(loc) => {
-            ctx.keys
-                .table(loc.shard)
-                .replace_value(loc.pos, Value::Str(Str::Int(new)));
+            ctx.keys.table(loc.shard).replace_value(loc.pos, Value::Str(Str::Int(new)));
         }
         None => {
             ctx.keys.insert_new(key, Value::Str(Str::Int(new)));
@@ -481,17 +599,11 @@ fn incrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         Err(FloatIncrError::BaseNotFloat | FloatIncrError::IncrNotFloat) => {
             return ctx.reply.error(super::ERR_NOT_FLOAT)
         }
-        Err(FloatIncrError::NanOrInfinity) => {
-            return ctx
-                .reply
-                .error("ERR increment would produce NaN or Infinity")
-        }
+        Err(FloatIncrError::NanOrInfinity) => return ctx.reply.error("ERR increment would produce NaN or Infinity"),
     };
     match found {
         Some(loc) => {
-            ctx.keys
-                .table(loc.shard)
-                .replace_value(loc.pos, Value::str(&new));
+            ctx.keys.table(loc.shard).replace_value(loc.pos, Value::str(&new));
         }
         None => {
             ctx.keys.insert_new(key, Value::str(&new));
@@ -500,23 +612,16 @@ fn incrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     ctx.keys.modified(key);
     ctx.reply.bulk(&new);
     // Logged as the resulting value, so float formatting can never drift on replay.
-    ctx.keys
-        .propagate([&b"SET"[..], key, &new, b"KEEPTTL"].into_iter());
+    ctx.keys.propagate([&b"SET"[..], key, &new, b"KEEPTTL"].into_iter());
 }
 
 /// Redis's `checkStringLength`: a string may not grow past `proto-max-bulk-len`.
 fn check_length(ctx: &mut Ctx<'_>, size: usize, append: usize) -> bool {
-    let max = ctx
-        .server
-        .config
-        .live
-        .proto_max_bulk_len
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let max = ctx.server.config.live.proto_max_bulk_len.load(std::sync::atomic::Ordering::Relaxed);
     match size.checked_add(append) {
         Some(total) if total <= max => true,
         _ => {
-            ctx.reply
-                .error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+            ctx.reply.error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
             false
         }
     }
@@ -540,9 +645,7 @@ fn append(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             }
             bytes.extend_from_slice(suffix);
             let len = bytes.len();
-            ctx.keys
-                .table(loc.shard)
-                .replace_value(loc.pos, Value::Str(Str::from_vec(bytes)));
+            ctx.keys.table(loc.shard).replace_value(loc.pos, Value::Str(Str::from_vec(bytes)));
             ctx.keys.modified(key);
             ctx.reply.int(len as i64);
         }

@@ -20,16 +20,7 @@ use crate::transaction::{MultiState, WatchState, WatchedKey};
 const NM: u32 = flag::NO_MULTI | flag::FAST | flag::LOADING | flag::STALE;
 
 pub static COMMANDS: &[Command] = &[
-    cmd(
-        "multi",
-        1,
-        NM,
-        KeySpec::None,
-        multi,
-        "transactions",
-        "Starts a transaction.",
-        "1.2.0",
-    ),
+    cmd("multi", 1, NM, KeySpec::None, multi, "transactions", "Starts a transaction.", "1.2.0"),
     // EXEC is run by the dispatcher through `exec` below; its handler only runs when
     // there is no transaction.
     cmd(
@@ -42,16 +33,7 @@ pub static COMMANDS: &[Command] = &[
         "Executes all commands in a transaction.",
         "1.2.0",
     ),
-    cmd(
-        "discard",
-        1,
-        NM,
-        KeySpec::None,
-        discard,
-        "transactions",
-        "Discards a transaction.",
-        "2.0.0",
-    ),
+    cmd("discard", 1, NM, KeySpec::None, discard, "transactions", "Discards a transaction.", "2.0.0"),
     cmd(
         "watch",
         -2,
@@ -118,21 +100,10 @@ fn watch(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         let hash = hash_bytes(key);
         let shard = ctx.keys.shard(shard_of(hash));
         let table = &shard.dbs[db];
-        let expired_at_watch = table
-            .find(hash, key)
-            .and_then(|pos| table.expire_at(pos))
-            .is_some_and(|at| at <= now);
+        let expired_at_watch = table.find(hash, key).and_then(|pos| table.expire_at(pos)).is_some_and(|at| at <= now);
         let ckey = CompactBytes::new(key);
-        shard
-            .watched
-            .entry((db, ckey.clone()))
-            .or_default()
-            .push(state.flag.clone());
-        state.keys.push(WatchedKey {
-            db,
-            key: ckey,
-            expired_at_watch,
-        });
+        shard.watched.entry((db, ckey.clone())).or_default().push(state.flag.clone());
+        state.keys.push(WatchedKey { db, key: ckey, expired_at_watch });
     }
     ctx.reply.ok();
 }
@@ -160,12 +131,7 @@ pub fn unwatch_all(server: &Server, session: &mut Session) {
 }
 
 /// Runs a queued transaction.
-pub fn exec(
-    server: &Server,
-    session: &mut Session,
-    out: &mut Vec<u8>,
-    batch: &mut Batch,
-) -> Option<super::Action> {
+pub fn exec(server: &Server, session: &mut Session, out: &mut Vec<u8>, batch: &mut Batch) -> Option<super::Action> {
     let proto = session.proto;
     let Some(multi) = session.multi.take() else {
         Reply::new(out, proto).error("ERR EXEC without MULTI");
@@ -203,19 +169,9 @@ pub fn exec(
     }
     shards.sort_unstable();
     shards.dedup();
-    let guards = if whole_keyspace {
-        server.keyspace.lock_all()
-    } else {
-        server.keyspace.lock_indices(&shards)
-    };
-    let mut keys = Keys::new(
-        &server.keyspace,
-        guards,
-        session.db,
-        batch.now_ms,
-        batch.clock,
-        Effects::new(batch.aof.is_some()),
-    );
+    let guards = if whole_keyspace { server.keyspace.lock_all() } else { server.keyspace.lock_indices(&shards) };
+    let mut keys =
+        Keys::new(&server.keyspace, guards, session.db, batch.now_ms, batch.clock, Effects::new(batch.aof.is_some()));
     keys.loading = batch.loading;
 
     if watch_broken(&mut keys, session) {
@@ -225,14 +181,7 @@ pub fn exec(
         return None;
     }
 
-    let mut ctx = Ctx {
-        server,
-        session,
-        keys,
-        reply: Reply::new(out, proto),
-        action: None,
-        in_exec: true,
-    };
+    let mut ctx = Ctx { server, session, keys, reply: Reply::new(out, proto), action: None, in_exec: true };
     ctx.reply.array(multi.queued.len());
     for q in &multi.queued {
         let args = q.as_args();

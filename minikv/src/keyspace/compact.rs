@@ -23,20 +23,14 @@ pub enum CompactBytes {
 const _: () = assert!(std::mem::size_of::<CompactBytes>() == 24);
 
 impl CompactBytes {
-    pub const EMPTY: CompactBytes = CompactBytes::Inline {
-        len: 0,
-        data: [0; INLINE_CAP],
-    };
+    pub const EMPTY: CompactBytes = CompactBytes::Inline { len: 0, data: [0; INLINE_CAP] };
 
     #[inline]
     pub fn new(bytes: &[u8]) -> Self {
         if bytes.len() <= INLINE_CAP {
             let mut data = [0u8; INLINE_CAP];
             data[..bytes.len()].copy_from_slice(bytes);
-            CompactBytes::Inline {
-                len: bytes.len() as u8,
-                data,
-            }
+            CompactBytes::Inline { len: bytes.len() as u8, data }
         } else {
             CompactBytes::Heap(bytes.into())
         }

@@ -61,17 +61,11 @@ impl<K: AsRef<[u8]>, V> Default for Dict<K, V> {
 
 impl<K: AsRef<[u8]>, V> Dict<K, V> {
     pub fn new() -> Self {
-        Dict {
-            entries: Vec::new(),
-            index: HashTable::new(),
-        }
+        Dict { entries: Vec::new(), index: HashTable::new() }
     }
 
     pub fn with_capacity(n: usize) -> Self {
-        Dict {
-            entries: Vec::with_capacity(n),
-            index: HashTable::with_capacity(n),
-        }
+        Dict { entries: Vec::with_capacity(n), index: HashTable::with_capacity(n) }
     }
 
     #[inline]
@@ -88,9 +82,7 @@ impl<K: AsRef<[u8]>, V> Dict<K, V> {
     #[inline]
     pub fn find_hashed(&self, hash: u64, key: &[u8]) -> Option<usize> {
         let entries = &self.entries;
-        self.index
-            .find(hash, |&i| entries[i as usize].0.as_ref() == key)
-            .map(|&i| i as usize)
+        self.index.find(hash, |&i| entries[i as usize].0.as_ref() == key).map(|&i| i as usize)
     }
 
     #[inline]
@@ -126,19 +118,11 @@ impl<K: AsRef<[u8]>, V> Dict<K, V> {
 
     /// Appends a key that the caller knows is absent; returns its position.
     pub fn insert_new_hashed(&mut self, hash: u64, key: K, value: V) -> usize {
-        debug_assert!(
-            self.find_hashed(hash, key.as_ref()).is_none(),
-            "duplicate key"
-        );
+        debug_assert!(self.find_hashed(hash, key.as_ref()).is_none(), "duplicate key");
         let pos = self.entries.len();
-        assert!(
-            pos < u32::MAX as usize,
-            "a dict holds at most 2^32-1 entries"
-        );
+        assert!(pos < u32::MAX as usize, "a dict holds at most 2^32-1 entries");
         let entries = &self.entries;
-        self.index.insert_unique(hash, pos as u32, |&i| {
-            hash_bytes(entries[i as usize].0.as_ref())
-        });
+        self.index.insert_unique(hash, pos as u32, |&i| hash_bytes(entries[i as usize].0.as_ref()));
         self.entries.push((key, value));
         pos
     }
@@ -168,10 +152,8 @@ impl<K: AsRef<[u8]>, V> Dict<K, V> {
         }
         let moved = if pos != last {
             let moved_hash = hash_bytes(self.entries[last].0.as_ref());
-            let slot = self
-                .index
-                .find_mut(moved_hash, |&i| i as usize == last)
-                .expect("dict index lost the last entry");
+            let slot =
+                self.index.find_mut(moved_hash, |&i| i as usize == last).expect("dict index lost the last entry");
             *slot = pos as u32;
             Some(pos)
         } else {
@@ -223,8 +205,7 @@ impl<K: AsRef<[u8]>, V> Dict<K, V> {
             let target = (len * 2).max(16);
             self.entries.shrink_to(target);
             let entries = &self.entries;
-            self.index
-                .shrink_to(target, |&i| hash_bytes(entries[i as usize].0.as_ref()));
+            self.index.shrink_to(target, |&i| hash_bytes(entries[i as usize].0.as_ref()));
         }
     }
 
@@ -239,10 +220,7 @@ impl<K: AsRef<[u8]>, V> Dict<K, V> {
 
 impl<K: AsRef<[u8]> + Clone, V: Clone> Clone for Dict<K, V> {
     fn clone(&self) -> Self {
-        Dict {
-            entries: self.entries.clone(),
-            index: self.index.clone(),
-        }
+        Dict { entries: self.entries.clone(), index: self.index.clone() }
     }
 }
 
@@ -257,11 +235,7 @@ pub fn scan_positions<K: AsRef<[u8]>, V>(
     count: usize,
     mut visit: impl FnMut(&K, &V),
 ) -> usize {
-    let mut pos = if remaining == 0 {
-        dict.len()
-    } else {
-        remaining.min(dict.len())
-    };
+    let mut pos = if remaining == 0 { dict.len() } else { remaining.min(dict.len()) };
     let mut visited = 0;
     while pos > 0 && visited < count.max(1) {
         pos -= 1;

@@ -131,9 +131,7 @@ impl Keyspace {
     pub fn new(databases: usize) -> Self {
         assert!(databases >= 1);
         Keyspace {
-            shards: (0..SHARDS)
-                .map(|_| CachePadded::new(Mutex::new(Shard::new(databases))))
-                .collect(),
+            shards: (0..SHARDS).map(|_| CachePadded::new(Mutex::new(Shard::new(databases)))).collect(),
             databases,
             dirty: AtomicU64::new(0),
         }
@@ -163,19 +161,12 @@ impl Keyspace {
     /// Locks one shard; the fast path of single-key commands.
     #[inline]
     pub fn lock_one(&self, shard: usize) -> Guards<'_> {
-        Guards {
-            one: Some((shard, self.shards[shard].lock())),
-            rest: Vec::new(),
-            all: false,
-        }
+        Guards { one: Some((shard, self.shards[shard].lock())), rest: Vec::new(), all: false }
     }
 
     /// Locks the given shard indices, which must be sorted and unique.
     pub fn lock_indices(&self, idx: &[usize]) -> Guards<'_> {
-        debug_assert!(
-            idx.windows(2).all(|w| w[0] < w[1]),
-            "shards must be locked in order"
-        );
+        debug_assert!(idx.windows(2).all(|w| w[0] < w[1]), "shards must be locked in order");
         let mut guards = Guards::none();
         if idx.len() == SHARDS {
             return self.lock_all();
@@ -195,18 +186,12 @@ impl Keyspace {
     /// commands. This is the one place a global pause happens.
     pub fn lock_all(&self) -> Guards<'_> {
         let rest = (0..SHARDS).map(|i| (i, self.shards[i].lock())).collect();
-        Guards {
-            one: None,
-            rest,
-            all: true,
-        }
+        Guards { one: None, rest, all: true }
     }
 
     /// Number of keys in `db` (DBSIZE), summed shard by shard.
     pub fn db_len(&self, db: usize) -> usize {
-        (0..SHARDS)
-            .map(|i| self.shards[i].lock().dbs[db].len())
-            .sum()
+        (0..SHARDS).map(|i| self.shards[i].lock().dbs[db].len()).sum()
     }
 
     /// `(keys, keys with a TTL)` of each database, for INFO keyspace and /metrics.
@@ -245,11 +230,7 @@ pub struct Guards<'a> {
 
 impl<'a> Guards<'a> {
     pub fn none() -> Self {
-        Guards {
-            one: None,
-            rest: Vec::new(),
-            all: false,
-        }
+        Guards { one: None, rest: Vec::new(), all: false }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -264,8 +245,7 @@ impl<'a> Guards<'a> {
         if self.all {
             return true;
         }
-        matches!(&self.one, Some((i, _)) if *i == shard)
-            || self.rest.iter().any(|(i, _)| *i == shard)
+        matches!(&self.one, Some((i, _)) if *i == shard) || self.rest.iter().any(|(i, _)| *i == shard)
     }
 
     /// The locked shard `idx`. Touching a shard the command did not lock is a bug in
@@ -290,10 +270,7 @@ impl<'a> Guards<'a> {
 
     /// Every locked shard, with its index.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Shard)> + use<'_, 'a> {
-        self.one
-            .iter_mut()
-            .map(|(i, g)| (*i, &mut **g))
-            .chain(self.rest.iter_mut().map(|(i, g)| (*i, &mut **g)))
+        self.one.iter_mut().map(|(i, g)| (*i, &mut **g)).chain(self.rest.iter_mut().map(|(i, g)| (*i, &mut **g)))
     }
 }
 
@@ -325,10 +302,7 @@ pub struct Effects {
 
 impl Effects {
     pub fn new(record_aof: bool) -> Self {
-        Effects {
-            record_aof,
-            ..Default::default()
-        }
+        Effects { record_aof, ..Default::default() }
     }
 
     /// Appends one command, as it should be replayed, to the AOF record.
@@ -342,10 +316,7 @@ impl Effects {
             }
             Some(current) if current != db => {
                 let mut b = itoa::Buffer::new();
-                encode_command(
-                    [&b"SELECT"[..], b.format(db).as_bytes()].into_iter(),
-                    &mut self.aof,
-                );
+                encode_command([&b"SELECT"[..], b.format(db).as_bytes()].into_iter(), &mut self.aof);
             }
             Some(_) => {}
         }
@@ -395,15 +366,7 @@ impl<'a> Keys<'a> {
         clock: AccessClock,
         effects: Effects,
     ) -> Self {
-        Keys {
-            space,
-            guards,
-            db,
-            now_ms,
-            loading: false,
-            clock,
-            effects,
-        }
+        Keys { space, guards, db, now_ms, loading: false, clock, effects }
     }
 
     /// Takes shard `idx` too if it is free, without waiting: waiting while holding
@@ -565,7 +528,14 @@ impl<'a> Keys<'a> {
     /// Records that `key` changed: one unit of dirtiness (so the command goes to the
     /// AOF), broken WATCHes, and a wake-up for clients blocked on it.
     pub fn modified(&mut self, key: &[u8]) {
-        self.effects.dirty += 1;
+        self.modified_by(key, 1);
+    }
+
+    /// [`Keys::modified`] for a command that made `changes` changes to one key (SADD
+    /// of three new members counts three, as Redis's `server.dirty` does).
+    pub fn modified_by(&mut self, key: &[u8], changes: u64) {
+        debug_assert!(changes >= 1, "a change must count");
+        self.effects.dirty += changes;
         let db = self.db;
         let shard = self.guards.shard(shard_of(hash_bytes(key)));
         shard.touch_watchers(db, key);
@@ -681,17 +651,8 @@ impl<'a> Keys<'a> {
     }
 
     /// Checks the type of an existing key: `Ok(None)` when missing.
-    pub fn typed(
-        &mut self,
-        key: &[u8],
-        kind: fn(&Value) -> bool,
-        read: bool,
-    ) -> Result<Option<Loc>, WrongType> {
-        let found = if read {
-            self.lookup_read(key)
-        } else {
-            self.lookup_write(key)
-        };
+    pub fn typed(&mut self, key: &[u8], kind: fn(&Value) -> bool, read: bool) -> Result<Option<Loc>, WrongType> {
+        let found = if read { self.lookup_read(key) } else { self.lookup_write(key) };
         match found {
             Some(loc) if kind(&self.entry(loc).value) => Ok(Some(loc)),
             Some(_) => Err(WrongType),

@@ -96,15 +96,7 @@ impl Table {
 
     /// Adds a key the caller knows is absent, without a TTL. Returns its position.
     pub fn insert_new(&mut self, hash: u64, key: &[u8], value: Value, lru: u32) -> usize {
-        self.dict.insert_new_hashed(
-            hash,
-            CompactBytes::new(key),
-            Entry {
-                value,
-                lru,
-                vol: NO_TTL,
-            },
-        )
+        self.dict.insert_new_hashed(hash, CompactBytes::new(key), Entry { value, lru, vol: NO_TTL })
     }
 
     /// Sets (`Some`) or clears (`None`) the deadline of the entry at `pos`.
@@ -149,13 +141,7 @@ impl Table {
                 self.volatile[moved_vol as usize].0 = new_pos as u32;
             }
         }
-        (
-            key,
-            Entry {
-                vol: NO_TTL,
-                ..entry
-            },
-        )
+        (key, Entry { vol: NO_TTL, ..entry })
     }
 
     /// Replaces the value at `pos`, keeping its TTL.

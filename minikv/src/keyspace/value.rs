@@ -121,7 +121,7 @@ impl Value {
             Value::List(_) => "deque",
             Value::Hash(_) => "hashtable",
             Value::Set(_) => "hashtable",
-            Value::ZSet(_) => "skiplist",
+            Value::ZSet(z) => z.encoding(),
         }
     }
 }
