@@ -98,9 +98,7 @@ fn update_counts(session: &Session) {
 }
 
 fn subscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) {
-    if ctx.in_exec {
-        return ctx.reply.error("ERR SUBSCRIBE isn't allowed for a DENY BLOCKING client");
-    }
+    // Redis 7.0 allows SUBSCRIBE inside MULTI (it only refuses it to scripts).
     for ch in args.iter().skip(1) {
         let server = ctx.server;
         let s = subs(ctx.session);
@@ -114,9 +112,6 @@ fn subscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 }
 
 fn psubscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) {
-    if ctx.in_exec {
-        return ctx.reply.error("ERR PSUBSCRIBE isn't allowed for a DENY BLOCKING client");
-    }
     for pat in args.iter().skip(1) {
         let server = ctx.server;
         let s = subs(ctx.session);

@@ -532,9 +532,10 @@ impl<'a> Keys<'a> {
     }
 
     /// [`Keys::modified`] for a command that made `changes` changes to one key (SADD
-    /// of three new members counts three, as Redis's `server.dirty` does).
+    /// of three new members counts three, as Redis's `server.dirty` does). Zero is
+    /// allowed: the key was touched (WATCH breaks, as Redis's `signalModifiedKey`
+    /// does) but nothing needs logging, as for an LTRIM that removed nothing.
     pub fn modified_by(&mut self, key: &[u8], changes: u64) {
-        debug_assert!(changes >= 1, "a change must count");
         self.effects.dirty += changes;
         let db = self.db;
         let shard = self.guards.shard(shard_of(hash_bytes(key)));
