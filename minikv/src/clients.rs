@@ -79,6 +79,11 @@ impl ClientInfo {
         }
     }
 
+    /// The client's socket descriptor while it is open (CLIENT LIST `fd=`).
+    pub fn fd(&self) -> Option<RawFd> {
+        *self.fd.lock()
+    }
+
     /// Called by the connection right before it closes its socket.
     pub fn forget_fd(&self) {
         *self.fd.lock() = None;

@@ -201,15 +201,16 @@ const fn p(name: &'static str, kind: Kind, mutable: bool) -> Param {
     Param { name, kind, mutable }
 }
 
+/// In Redis's order, which its error message lists.
 const POLICIES: &[&str] = &[
-    "noeviction",
-    "allkeys-lru",
-    "allkeys-lfu",
-    "allkeys-random",
     "volatile-lru",
     "volatile-lfu",
     "volatile-random",
     "volatile-ttl",
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+    "noeviction",
 ];
 
 const I32: i64 = i32::MAX as i64;
@@ -231,7 +232,8 @@ const PARAMS: &[Param] = &[
     p("bind", Kind::Special, false),
     p("dir", Kind::Str, false),
     p("appendonly", Kind::Bool, false),
-    p("appendfsync", Kind::Enum(&["always", "everysec", "no"]), true),
+    // Fixed at start-up: the open AOF log keeps the policy it was opened with.
+    p("appendfsync", Kind::Enum(&["always", "everysec", "no"]), false),
     p("appenddirname", Kind::Str, false),
     p("maxmemory", memory(0, u64::MAX / 2), true),
     p("maxmemory-policy", Kind::Enum(POLICIES), true),
@@ -241,7 +243,7 @@ const PARAMS: &[Param] = &[
     p("requirepass", Kind::Str, true),
     p("databases", int(1, 1024), false),
     p("hz", int(1, 500), true),
-    p("maxclients", int(1, 1_000_000), true),
+    p("maxclients", int(1, u32::MAX as i64), true),
     p("timeout", int(0, I32), true),
     p("proto-max-bulk-len", memory(MB, I64), true),
     p("proto-max-multibulk-len", int(1, I32), true),
@@ -500,6 +502,11 @@ impl Config {
     /// Names of all parameters matching a CONFIG GET glob, in table order.
     pub fn matching(&self, pattern: &[u8]) -> Vec<&'static str> {
         PARAMS.iter().filter(|p| crate::glob::matches(pattern, p.name.as_bytes(), true)).map(|p| p.name).collect()
+    }
+
+    /// Whether CONFIG SET may change `name` at run time.
+    pub fn is_mutable(name: &str) -> bool {
+        PARAMS.iter().any(|p| p.mutable && p.name.eq_ignore_ascii_case(name))
     }
 
     /// Whether `name` is a known parameter.

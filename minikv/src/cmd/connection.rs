@@ -5,68 +5,21 @@ use std::sync::atomic::Ordering;
 use super::{cmd, container, flag, int_arg, is, Action, Command, Ctx, KeySpec, ERR_NOT_INTEGER};
 use crate::resp::{Args, Protocol};
 
+const F: u32 = flag::FAST;
 const CONN: u32 = flag::FAST | flag::LOADING | flag::STALE;
 
+// Flags, arity and summaries are redis-server 7.0's; `NOT_QUEUED` and `PUBSUB_CONTEXT`
+// are dispatcher bits (see `cmd::flag`).
+#[rustfmt::skip]
 pub static COMMANDS: &[Command] = &[
-    cmd(
-        "ping",
-        -1,
-        CONN | flag::PUBSUB_CONTEXT,
-        KeySpec::None,
-        ping,
-        "connection",
-        "Returns the server's liveliness response.",
-        "1.0.0",
-    ),
-    cmd("echo", 2, CONN, KeySpec::None, echo, "connection", "Returns the given string.", "1.0.0"),
-    cmd("select", 2, CONN, KeySpec::None, select, "connection", "Changes the selected database.", "1.0.0"),
-    cmd(
-        "hello",
-        -1,
-        CONN | flag::NO_AUTH | flag::NOSCRIPT,
-        KeySpec::None,
-        hello,
-        "connection",
-        "Handshakes with the Redis server.",
-        "6.0.0",
-    ),
-    cmd(
-        "auth",
-        -2,
-        CONN | flag::NO_AUTH | flag::NOSCRIPT,
-        KeySpec::None,
-        auth,
-        "connection",
-        "Authenticates the connection.",
-        "1.0.0",
-    ),
-    cmd(
-        "quit",
-        -1,
-        CONN | flag::NO_AUTH | flag::NO_MULTI | flag::PUBSUB_CONTEXT,
-        KeySpec::None,
-        quit,
-        "connection",
-        "Closes the connection.",
-        "1.0.0",
-    ),
-    cmd(
-        "reset",
-        1,
-        CONN | flag::NO_AUTH | flag::NO_MULTI | flag::PUBSUB_CONTEXT | flag::NOSCRIPT,
-        KeySpec::None,
-        reset,
-        "connection",
-        "Resets the connection.",
-        "6.2.0",
-    ),
-    container(
-        "client",
-        "connection",
-        "A container for client connection commands.",
-        "2.4.0",
-        crate::cmd::server::CLIENT_SUBCOMMANDS,
-    ),
+    cmd("ping", -1, F | flag::PUBSUB_CONTEXT, KeySpec::None, ping, "connection", "Ping the server", "1.0.0"),
+    cmd("echo", 2, CONN, KeySpec::None, echo, "connection", "Echo the given string", "1.0.0"),
+    cmd("select", 2, CONN, KeySpec::None, select, "connection", "Change the selected database for the current connection", "1.0.0"),
+    cmd("hello", -1, CONN | flag::NO_AUTH | flag::NOSCRIPT, KeySpec::None, hello, "connection", "Handshake with Redis", "6.0.0"),
+    cmd("auth", -2, CONN | flag::NO_AUTH | flag::NOSCRIPT, KeySpec::None, auth, "connection", "Authenticate to the server", "1.0.0"),
+    cmd("quit", -1, CONN | flag::NO_AUTH | flag::NOSCRIPT | flag::NOT_QUEUED | flag::PUBSUB_CONTEXT, KeySpec::None, quit, "connection", "Close the connection", "1.0.0"),
+    cmd("reset", 1, CONN | flag::NO_AUTH | flag::NOSCRIPT | flag::NOT_QUEUED | flag::PUBSUB_CONTEXT, KeySpec::None, reset, "connection", "Reset the connection", "6.2.0"),
+    container("client", "connection", "A container for client connection commands", "2.4.0", crate::cmd::server::CLIENT_SUBCOMMANDS),
 ];
 
 fn ping(ctx: &mut Ctx<'_>, args: &Args<'_>) {

@@ -57,12 +57,15 @@ pub mod flag {
     pub const FAST: u32 = 1 << 9;
     /// Allowed before AUTH (AUTH, HELLO, QUIT, RESET).
     pub const NO_AUTH: u32 = 1 << 10;
-    /// Runs immediately inside MULTI instead of being queued (EXEC, DISCARD, ...).
-    pub const NO_MULTI: u32 = 1 << 11;
+    /// Runs at once inside MULTI instead of being queued (EXEC, DISCARD, WATCH, ...).
+    /// A dispatcher bit, not a Redis flag: Redis's `no_multi` means the opposite
+    /// ("refused inside MULTI").
+    pub const NOT_QUEUED: u32 = 1 << 11;
     /// Allowed while a RESP2 client has subscriptions.
     pub const PUBSUB_CONTEXT: u32 = 1 << 12;
     pub const MOVABLE_KEYS: u32 = 1 << 13;
-    pub const SKIP_MONITOR: u32 = 1 << 14;
+    /// Refused inside MULTI (Redis's `no_multi`: SAVE, SHUTDOWN).
+    pub const NO_MULTI: u32 = 1 << 14;
 }
 
 pub type Handler = fn(&mut Ctx<'_>, &Args<'_>);
@@ -361,12 +364,19 @@ pub fn execute(
         Reply::new(out, session.proto).error(&msg);
         return None;
     }
-    if session.multi.is_some() && command.flags & flag::NO_MULTI == 0 {
-        if command.flags & flag::DENYOOM != 0 && !crate::eviction::make_room(server, batch) {
+    if session.multi.is_some() && command.flags & flag::NO_MULTI != 0 {
+        server.commands.record_rejected(idx);
+        reject(session, out, "ERR Command not allowed inside a transaction");
+        return None;
+    }
+    if session.multi.is_some() && command.flags & flag::NOT_QUEUED == 0 {
+        // Queuing costs memory too, so under OOM Redis refuses to queue anything.
+        if !crate::eviction::make_room(server, batch) {
             server.commands.record_rejected(idx);
             reject(session, out, crate::eviction::OOM_ERROR);
             return None;
         }
+        session.info.touch(idx, batch.now_ms);
         transactions::queue(session, args, out);
         return None;
     }
@@ -384,6 +394,7 @@ pub fn execute(
         }
     }
     if command.name == "exec" {
+        session.info.touch(idx, batch.now_ms);
         return transactions::exec(server, session, out, batch);
     }
     session.info.touch(idx, batch.now_ms);

@@ -12,52 +12,19 @@ use crate::resp::Args;
 use crate::server::Server;
 use crate::session::{Session, Subscriptions};
 
-const PS: u32 = flag::PUBSUB | flag::NOSCRIPT | flag::LOADING | flag::STALE;
-const CTX: u32 = PS | flag::PUBSUB_CONTEXT;
+const PS: u32 = flag::PUBSUB | flag::LOADING | flag::STALE;
+/// (P)SUBSCRIBE and (P)UNSUBSCRIBE, the commands a subscribed RESP2 client may run.
+const CTX: u32 = PS | flag::NOSCRIPT | flag::PUBSUB_CONTEXT;
 
+// Flags, arity and summaries are redis-server 7.0's.
+#[rustfmt::skip]
 pub static COMMANDS: &[Command] = &[
-    cmd(
-        "subscribe",
-        -2,
-        CTX,
-        KeySpec::None,
-        subscribe,
-        "pubsub",
-        "Listens for messages published to channels.",
-        "2.0.0",
-    ),
-    cmd(
-        "unsubscribe",
-        -1,
-        CTX,
-        KeySpec::None,
-        unsubscribe,
-        "pubsub",
-        "Stops listening to messages posted to channels.",
-        "2.0.0",
-    ),
-    cmd(
-        "psubscribe",
-        -2,
-        CTX,
-        KeySpec::None,
-        psubscribe,
-        "pubsub",
-        "Listens for messages published to channels that match one or more patterns.",
-        "2.0.0",
-    ),
-    cmd(
-        "punsubscribe",
-        -1,
-        CTX,
-        KeySpec::None,
-        punsubscribe,
-        "pubsub",
-        "Stops listening to messages published to channels that match one or more patterns.",
-        "2.0.0",
-    ),
-    cmd("publish", 3, PS | flag::FAST, KeySpec::None, publish, "pubsub", "Posts a message to a channel.", "2.0.0"),
-    container("pubsub", "pubsub", "A container for Pub/Sub commands.", "2.8.0", PUBSUB_SUBCOMMANDS),
+    cmd("subscribe", -2, CTX, KeySpec::None, subscribe, "pubsub", "Listen for messages published to the given channels", "2.0.0"),
+    cmd("unsubscribe", -1, CTX, KeySpec::None, unsubscribe, "pubsub", "Stop listening for messages posted to the given channels", "2.0.0"),
+    cmd("psubscribe", -2, CTX, KeySpec::None, psubscribe, "pubsub", "Listen for messages published to channels matching the given patterns", "2.0.0"),
+    cmd("punsubscribe", -1, CTX, KeySpec::None, punsubscribe, "pubsub", "Stop listening for messages posted to channels matching the given patterns", "2.0.0"),
+    cmd("publish", 3, PS | flag::FAST, KeySpec::None, publish, "pubsub", "Post a message to a channel", "2.0.0"),
+    container("pubsub", "pubsub", "A container for Pub/Sub commands", "2.8.0", PUBSUB_SUBCOMMANDS),
 ];
 
 #[rustfmt::skip]

@@ -103,7 +103,7 @@ pub static COMMANDS: &[Command] = &[
     cmd(
         "save",
         1,
-        flag::ADMIN | flag::NOSCRIPT,
+        flag::ADMIN | flag::NOSCRIPT | flag::NO_MULTI,
         KeySpec::None,
         save,
         "server",
@@ -123,7 +123,7 @@ pub static COMMANDS: &[Command] = &[
     cmd(
         "shutdown",
         -1,
-        ADM,
+        ADM | flag::NO_MULTI,
         KeySpec::None,
         shutdown,
         "server",
@@ -455,13 +455,6 @@ fn canonical_name(typed: &str) -> Option<String> {
 /// parameters, and two of them interleaving could restore each other's values.
 static CONFIG_SET_LOCK: Mutex<()> = Mutex::new(());
 
-/// Whether CONFIG SET may change `canonical`. The parameter table keeps this private,
-/// so we ask it by setting the parameter to its current value: an immutable parameter
-/// is refused before its value is looked at, a mutable one is left as it was.
-fn is_mutable(config: &crate::config::Config, canonical: &str) -> bool {
-    let current = config.get(canonical).unwrap_or_default();
-    !matches!(config.set(canonical, &current, true), Err(ConfigError::Immutable(_)))
-}
 
 /// CONFIG SET name value [name value ...], all or nothing, as in Redis 7.0: every name
 /// is checked first (unknown, immutable, given twice), then the values are set in
@@ -480,7 +473,7 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         let Some(canonical) = canonical_name(&typed) else {
             return ctx.reply.error(&format!("ERR {}", ConfigError::Unknown(typed)));
         };
-        if !is_mutable(config, &canonical) {
+        if !crate::config::Config::is_mutable(&canonical) {
             return ctx.reply.error(&format!("ERR {}", ConfigError::Immutable(typed)));
         }
         if params.iter().any(|(c, _)| *c == canonical) {
@@ -659,11 +652,12 @@ fn client_line(out: &mut String, c: &ClientInfo, now_ms: u64, own_multi: Option<
     let cmd = table().commands.get(last).map_or("NULL", |c| c.name);
     let _ = write!(
         out,
-        "id={} addr={} laddr={} fd=-1 name={} age={age} idle={idle} flags={flags} db={} sub={} psub={} ssub=0 multi={multi} \
+        "id={} addr={} laddr={} fd={} name={} age={age} idle={idle} flags={flags} db={} sub={} psub={} ssub=0 multi={multi} \
          qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user=default redir=-1 resp={}",
         c.id,
         c.peer,
         c.local,
+        c.fd().unwrap_or(-1),
         String::from_utf8_lossy(&name),
         c.db.load(Ordering::Relaxed),
         c.subscriptions.load(Ordering::Relaxed),
@@ -916,15 +910,12 @@ fn client_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
 
 /// Command flags Redis reports that have no bit in our table, because they describe
 /// machinery minikv does not have (scripts that keep the server busy, asynchronous
-/// replica loading, the slow log) or because our bit of the same name means something
-/// else (our `flag::NO_MULTI` marks commands that run at once inside MULTI; Redis's
-/// `no_multi` marks commands refused inside MULTI). They sit above our 32 bits.
+/// replica loading, the slow log). They sit above our 32 bits.
 mod redis_flag {
     pub const SKIP_SLOWLOG: u64 = 1 << 32;
     pub const MAY_REPLICATE: u64 = 1 << 33;
     pub const NO_MANDATORY_KEYS: u64 = 1 << 34;
     pub const NO_ASYNC_LOADING: u64 = 1 << 35;
-    pub const NO_MULTI: u64 = 1 << 36;
     pub const ALLOW_BUSY: u64 = 1 << 37;
 }
 
@@ -939,14 +930,13 @@ const FLAG_NAMES: &[(u64, &str)] = &[
     (flag::BLOCKING as u64, "blocking"),
     (flag::LOADING as u64, "loading"),
     (flag::STALE as u64, "stale"),
-    (flag::SKIP_MONITOR as u64, "skip_monitor"),
-    (redis_flag::SKIP_SLOWLOG, "skip_slowlog"),
+        (redis_flag::SKIP_SLOWLOG, "skip_slowlog"),
     (flag::FAST as u64, "fast"),
     (flag::NO_AUTH as u64, "no_auth"),
     (redis_flag::MAY_REPLICATE, "may_replicate"),
     (redis_flag::NO_MANDATORY_KEYS, "no_mandatory_keys"),
     (redis_flag::NO_ASYNC_LOADING, "no_async_loading"),
-    (redis_flag::NO_MULTI, "no_multi"),
+    (flag::NO_MULTI as u64, "no_multi"),
     (flag::MOVABLE_KEYS as u64, "movablekeys"),
     (redis_flag::ALLOW_BUSY, "allow_busy"),
 ];
@@ -1036,8 +1026,8 @@ fn redis_extras(name: &str) -> Extras {
         }
         "lastsave" | "role" => (0, ADMIN_DANGEROUS, 0),
         "bgrewriteaof" | "bgsave" => (redis_flag::NO_ASYNC_LOADING, 0, 0),
-        "save" => (redis_flag::NO_ASYNC_LOADING | redis_flag::NO_MULTI, 0, 0),
-        "shutdown" => (redis_flag::NO_MULTI | redis_flag::ALLOW_BUSY, 0, 0),
+        "save" => (redis_flag::NO_ASYNC_LOADING, 0, 0),
+        "shutdown" => (redis_flag::ALLOW_BUSY, 0, 0),
         "multi" | "discard" | "watch" | "unwatch" | "quit" | "reset" | "hello" | "auth" => {
             (redis_flag::ALLOW_BUSY, 0, 0)
         }
@@ -1050,7 +1040,7 @@ fn redis_extras(name: &str) -> Extras {
 /// The flags COMMAND INFO reports for `c`.
 fn info_flags(c: &Command) -> u64 {
     // NO_MULTI and PUBSUB_CONTEXT are dispatcher bits with no Redis flag of that meaning.
-    let mut flags = (c.flags & !(flag::NO_MULTI | flag::PUBSUB_CONTEXT)) as u64;
+    let mut flags = (c.flags & !(flag::NOT_QUEUED | flag::PUBSUB_CONTEXT)) as u64;
     if matches!(c.keys, KeySpec::Find(_)) {
         flags |= flag::MOVABLE_KEYS as u64;
     }

@@ -17,43 +17,20 @@ use crate::server::Server;
 use crate::session::Session;
 use crate::transaction::{MultiState, WatchState, WatchedKey};
 
-const NM: u32 = flag::NO_MULTI | flag::FAST | flag::LOADING | flag::STALE;
+/// MULTI, DISCARD, WATCH, UNWATCH: run at once inside MULTI.
+const NQ: u32 = flag::NOT_QUEUED | flag::NOSCRIPT | flag::FAST | flag::LOADING | flag::STALE;
 
+// Flags, arity and summaries are redis-server 7.0's. `NOT_QUEUED`: these run at once
+// inside MULTI instead of being queued.
+#[rustfmt::skip]
 pub static COMMANDS: &[Command] = &[
-    cmd("multi", 1, NM, KeySpec::None, multi, "transactions", "Starts a transaction.", "1.2.0"),
+    cmd("multi", 1, NQ, KeySpec::None, multi, "transactions", "Mark the start of a transaction block", "1.2.0"),
     // EXEC is run by the dispatcher through `exec` below; its handler only runs when
     // there is no transaction.
-    cmd(
-        "exec",
-        1,
-        flag::NO_MULTI | flag::LOADING | flag::STALE | flag::SKIP_MONITOR,
-        KeySpec::None,
-        exec_without_multi,
-        "transactions",
-        "Executes all commands in a transaction.",
-        "1.2.0",
-    ),
-    cmd("discard", 1, NM, KeySpec::None, discard, "transactions", "Discards a transaction.", "2.0.0"),
-    cmd(
-        "watch",
-        -2,
-        NM,
-        super::range(1, -1, 1),
-        watch,
-        "transactions",
-        "Monitors changes to keys to determine the execution of a transaction.",
-        "2.2.0",
-    ),
-    cmd(
-        "unwatch",
-        1,
-        NM,
-        KeySpec::None,
-        unwatch,
-        "transactions",
-        "Forgets about watched keys of a transaction.",
-        "2.2.0",
-    ),
+    cmd("exec", 1, flag::NOT_QUEUED | flag::NOSCRIPT | flag::LOADING | flag::STALE, KeySpec::None, exec_without_multi, "transactions", "Execute all commands issued after MULTI", "1.2.0"),
+    cmd("discard", 1, NQ, KeySpec::None, discard, "transactions", "Discard all commands issued after MULTI", "2.0.0"),
+    cmd("watch", -2, NQ, super::range(1, -1, 1), watch, "transactions", "Watch the given keys to determine execution of the MULTI/EXEC block", "2.2.0"),
+    cmd("unwatch", 1, NQ, KeySpec::None, unwatch, "transactions", "Forget about all watched keys", "2.2.0"),
 ];
 
 fn multi(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
