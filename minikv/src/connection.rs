@@ -133,7 +133,7 @@ pub async fn serve(server: Arc<Server>, std_stream: std::net::TcpStream, peer: S
     };
     let info = server.clients.register(peer, local, fd);
     let auth_required = server.config.live.auth_required.load(Ordering::Relaxed);
-    let mut session = Session::new(info.clone(), !auth_required);
+    let mut client = ClientGuard { server: &server, session: Session::new(info, !auth_required) };
     let mut conn = Conn {
         server: &server,
         sock: &sock,
@@ -142,16 +142,29 @@ pub async fn serve(server: Arc<Server>, std_stream: std::net::TcpStream, peer: S
         args: ArgBuf::new(),
         pending_lsn: None,
     };
-    let exit = conn.run(&mut session).await;
-    if let Exit::Error = exit {
-        tracing::debug!(client = session.id, "connection closed after an error");
+    if let Exit::Error = conn.run(&mut client.session).await {
+        tracing::debug!(client = client.session.id, "connection closed after an error");
     }
-    // Cleanup, in the order Redis frees a client: transactions, subscriptions, registry.
-    crate::cmd::transactions::unwatch_all(&server, &mut session);
-    crate::cmd::pubsub::unsubscribe_everything(&server, &mut session);
-    server.clients.unregister(session.id);
-    info.forget_fd();
+    // `client` cleans up here, then `sock` closes the socket.
+    drop(client);
     drop(sock);
+}
+
+/// Frees a client the way Redis does (transactions, subscriptions, registry) when its
+/// connection ends, also if a bug made a command panic: a dead connection must not
+/// leave a ghost in CLIENT LIST, a watch flag in a shard, or a subscription behind.
+struct ClientGuard<'a> {
+    server: &'a Server,
+    session: Session,
+}
+
+impl Drop for ClientGuard<'_> {
+    fn drop(&mut self) {
+        crate::cmd::transactions::unwatch_all(self.server, &mut self.session);
+        crate::cmd::pubsub::unsubscribe_everything(self.server, &mut self.session);
+        self.server.clients.unregister(self.session.id);
+        self.session.info.forget_fd();
+    }
 }
 
 struct Conn<'a> {

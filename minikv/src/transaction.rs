@@ -59,6 +59,9 @@ impl Default for WatchState {
 #[derive(Debug, Default)]
 pub struct MultiState {
     pub queued: Vec<OwnedArgs>,
+    /// The union of the queued commands' flags: EXEC of a transaction that may grow
+    /// memory is refused under OOM, as in Redis.
+    pub flags: u32,
     /// A command failed to queue (unknown, wrong arity, OOM): EXEC answers EXECABORT.
     pub errored: bool,
 }

@@ -377,7 +377,7 @@ pub fn execute(
             return None;
         }
         session.info.touch(idx, batch.now_ms);
-        transactions::queue(session, args, out);
+        transactions::queue(session, args, command.flags, out);
         return None;
     }
     if command.flags & flag::DENYOOM != 0 && !crate::eviction::make_room(server, batch) {
@@ -394,6 +394,12 @@ pub fn execute(
         }
     }
     if command.name == "exec" {
+        let may_grow = session.multi.as_ref().is_some_and(|m| m.flags & flag::DENYOOM != 0);
+        if may_grow && !crate::eviction::make_room(server, batch) {
+            server.commands.record_rejected(idx);
+            reject_command(server, session, command, out, crate::eviction::OOM_ERROR);
+            return None;
+        }
         session.info.touch(idx, batch.now_ms);
         return transactions::exec(server, session, out, batch);
     }

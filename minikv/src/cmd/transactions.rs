@@ -43,9 +43,10 @@ fn multi(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
 }
 
 /// Queues a command inside MULTI (the dispatcher already checked name and arity).
-pub fn queue(session: &mut Session, args: &Args<'_>, out: &mut Vec<u8>) {
+pub fn queue(session: &mut Session, args: &Args<'_>, flags: u32, out: &mut Vec<u8>) {
     if let Some(multi) = &mut session.multi {
         multi.queued.push(OwnedArgs::from_args(args));
+        multi.flags |= flags;
     }
     Reply::new(out, session.proto).simple("QUEUED");
 }
