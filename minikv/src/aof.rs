@@ -169,6 +169,8 @@ pub struct Aof {
     base_bytes: AtomicU64,
     /// Set after an append failed: writes are refused until a restart.
     failed: Mutex<Option<String>>,
+    /// `failed` is set; checked on every write, so it must not take the mutex.
+    has_failed: AtomicBool,
     pub fsync_latency: Arc<SharedHistogram>,
 }
 
@@ -211,6 +213,7 @@ impl Aof {
             rewriting: AtomicBool::new(false),
             base_bytes: AtomicU64::new(base_bytes),
             failed: Mutex::new(None),
+            has_failed: AtomicBool::new(false),
             fsync_latency,
         };
         aof.rewrite.lock().size_after_last = aof.size_bytes();
@@ -224,8 +227,8 @@ impl Aof {
     /// Appends one record. Called with the shard locks of the change held, so the log's
     /// order is the order in which changes became visible.
     pub fn append(&self, record: &[u8]) -> Result<u64, String> {
-        if let Some(why) = &*self.failed.lock() {
-            return Err(why.clone());
+        if let Some(why) = self.failure() {
+            return Err(why);
         }
         self.log.append(record).map_err(|e| e.to_string())
     }
@@ -248,10 +251,14 @@ impl Aof {
 
     pub fn mark_failed(&self, why: &str) {
         *self.failed.lock() = Some(format!("MISCONF Errors writing to the AOF file: {why}"));
+        self.has_failed.store(true, Ordering::Release);
     }
 
     /// The error writes get while the AOF is broken.
     pub fn failure(&self) -> Option<String> {
+        if !self.has_failed.load(Ordering::Acquire) {
+            return None;
+        }
         self.failed.lock().clone()
     }
 

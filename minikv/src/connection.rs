@@ -140,7 +140,7 @@ pub async fn serve(server: Arc<Server>, std_stream: std::net::TcpStream, peer: S
         query: QueryBuf::new(),
         out: Vec::with_capacity(READ_CHUNK),
         args: ArgBuf::new(),
-        pending_lsn: None,
+        pending_lsn: 0,
     };
     if let Exit::Error = conn.run(&mut client.session).await {
         tracing::debug!(client = client.session.id, "connection closed after an error");
@@ -173,8 +173,9 @@ struct Conn<'a> {
     query: QueryBuf,
     out: Vec<u8>,
     args: ArgBuf,
-    /// The AOF and the record this connection must make durable before replying.
-    pending_lsn: Option<(Arc<crate::aof::Aof>, u64)>,
+    /// One past the last AOF record this connection must make durable before it
+    /// replies; 0 when there is none.
+    pending_lsn: u64,
 }
 
 impl Conn<'_> {
@@ -333,13 +334,8 @@ impl Conn<'_> {
 
     /// Remembers the highest AOF record a batch appended; `flush` makes it durable
     /// before any reply of the batch is sent.
-    fn note_aof(&mut self, batch: &Batch) {
-        if let (Some(aof), lsn) = (&batch.aof, batch.aof_lsn) {
-            if lsn > 0 {
-                let prev = self.pending_lsn.as_ref().map_or(0, |(_, l)| *l);
-                self.pending_lsn = Some((aof.clone(), lsn.max(prev)));
-            }
-        }
+    fn note_aof(&mut self, batch: &Batch<'_>) {
+        self.pending_lsn = self.pending_lsn.max(batch.aof_lsn);
     }
 
     /// Waits as a blocked client until served, timed out, or disconnected.
@@ -434,7 +430,8 @@ impl Conn<'_> {
     /// Writes the reply buffer. First makes this batch's AOF records as durable as
     /// `appendfsync` promises: written to the OS for everysec/no, fsynced for always.
     async fn flush(&mut self) -> io::Result<()> {
-        if let Some((aof, lsn)) = self.pending_lsn.take() {
+        let lsn = std::mem::take(&mut self.pending_lsn);
+        if let (Some(aof), true) = (self.server.aof(), lsn > 0) {
             if let Err(e) = aof.commit(lsn).await {
                 tracing::error!(error = %e, "AOF commit failed; closing client without acknowledging");
                 return Err(io::Error::other(e));

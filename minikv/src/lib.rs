@@ -131,7 +131,9 @@ pub async fn start(config: Config) -> Result<Running, String> {
         if report.errors > 0 {
             tracing::warn!(errors = report.errors, first = ?report.first_error, "some AOF commands failed on replay");
         }
-        *server.aof.write() = Some(Arc::new(aof));
+        if server.aof.set(Arc::new(aof)).is_err() {
+            return Err("the AOF was opened twice".to_string());
+        }
     }
     ready.store(true, Ordering::Release);
 

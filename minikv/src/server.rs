@@ -14,10 +14,8 @@
 //! active expiry cycle, AOF rewrites, the LRU clock) runs in [`crate::cron`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-use parking_lot::RwLock;
 
 use crate::aof::Aof;
 use crate::clients::Clients;
@@ -52,9 +50,9 @@ pub struct Server {
     pub keyspace: Keyspace,
     pub clients: Clients,
     pub pubsub: PubSub,
-    /// The AOF, when `appendonly yes`. Behind a lock only so that shutdown can take
-    /// it; commands clone the `Arc` once per batch.
-    pub aof: RwLock<Option<Arc<Aof>>>,
+    /// The AOF, when `appendonly yes`. Set once at start-up, before any client
+    /// connects, so the hot path reads it without a lock or a reference count.
+    pub aof: OnceLock<Arc<Aof>>,
     pub commands: CommandStats,
     pub stats: ServerStats,
     pub started: Instant,
@@ -80,7 +78,7 @@ impl Server {
             keyspace: Keyspace::new(databases),
             clients: Clients::new(),
             pubsub: PubSub::default(),
-            aof: RwLock::new(None),
+            aof: OnceLock::new(),
             commands: CommandStats::new(crate::cmd::table().names()),
             stats: ServerStats::default(),
             started: Instant::now(),
@@ -95,8 +93,9 @@ impl Server {
         })
     }
 
-    pub fn aof(&self) -> Option<Arc<Aof>> {
-        self.aof.read().clone()
+    /// The AOF, when enabled.
+    pub fn aof(&self) -> Option<&Arc<Aof>> {
+        self.aof.get()
     }
 
     pub fn uptime_secs(&self) -> u64 {

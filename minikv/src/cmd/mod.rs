@@ -168,7 +168,9 @@ fn no_subcommand(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
 /// All commands, with an index each (for per-command statistics).
 pub struct Table {
     pub commands: Vec<&'static Command>,
-    by_name: HashMap<&'static str, usize>,
+    /// foldhash rather than SipHash: looked up on every command, and names are not
+    /// attacker-chosen keys that need DoS resistance (the table is fixed).
+    by_name: HashMap<&'static str, usize, foldhash::fast::FixedState>,
 }
 
 impl Table {
@@ -186,7 +188,7 @@ impl Table {
             server::COMMANDS,
         ];
         let mut commands = Vec::new();
-        let mut by_name = HashMap::new();
+        let mut by_name = HashMap::with_hasher(foldhash::fast::FixedState::default());
         for family in families {
             for c in family {
                 assert!(by_name.insert(c.name, commands.len()).is_none(), "duplicate command {}", c.name);
@@ -259,10 +261,10 @@ pub enum Action {
 
 /// State shared by the commands of one read batch: the time, the AOF, and the
 /// highest AOF position written (the connection makes it durable before replying).
-pub struct Batch {
+pub struct Batch<'s> {
     pub now_ms: u64,
     pub clock: AccessClock,
-    pub aof: Option<Arc<Aof>>,
+    pub aof: Option<&'s Aof>,
     /// One past the last AOF record this batch appended; 0 when none.
     pub aof_lsn: u64,
     pub last_tick: Instant,
@@ -272,8 +274,8 @@ pub struct Batch {
     pub loading: bool,
 }
 
-impl Batch {
-    pub fn new(server: &Server) -> Batch {
+impl<'s> Batch<'s> {
+    pub fn new(server: &'s Server) -> Batch<'s> {
         let now_ms = crate::server::unix_ms();
         let live = &server.config.live;
         let clock = AccessClock::at(
@@ -285,7 +287,7 @@ impl Batch {
         Batch {
             now_ms,
             clock,
-            aof: server.aof(),
+            aof: server.aof().map(|a| &**a),
             aof_lsn: 0,
             last_tick: Instant::now(),
             key_positions: Vec::new(),
@@ -294,7 +296,7 @@ impl Batch {
     }
 
     /// A batch for AOF replay.
-    pub fn loading(server: &Server) -> Batch {
+    pub fn loading(server: &'s Server) -> Batch<'s> {
         Batch { aof: None, loading: true, ..Batch::new(server) }
     }
 }
@@ -316,7 +318,7 @@ pub fn execute(
     session: &mut Session,
     args: &Args<'_>,
     out: &mut Vec<u8>,
-    batch: &mut Batch,
+    batch: &mut Batch<'_>,
 ) -> Option<Action> {
     let table = table();
     let mut idx = match table.find(args.get(0)) {
@@ -386,7 +388,7 @@ pub fn execute(
         return None;
     }
     if command.flags & flag::WRITE != 0 {
-        if let Some(why) = batch.aof.as_ref().and_then(|a| a.failure()) {
+        if let Some(why) = batch.aof.and_then(|a| a.failure()) {
             // Like Redis's MISCONF: a write that cannot be logged is not accepted.
             server.commands.record_rejected(idx);
             Reply::new(out, session.proto).error(&why);
@@ -423,7 +425,7 @@ pub fn execute(
 }
 
 /// Runs a command whose shards are locked, and records its latency.
-pub fn run(ctx: &mut Ctx<'_>, idx: usize, command: &'static Command, args: &Args<'_>, batch: &mut Batch) {
+pub fn run(ctx: &mut Ctx<'_>, idx: usize, command: &'static Command, args: &Args<'_>, batch: &mut Batch<'_>) {
     let reply_start = ctx.reply.buf.len();
     let dirty_before = ctx.keys.effects.dirty;
     ctx.keys.effects.command_propagated = false;
@@ -441,7 +443,7 @@ pub fn run(ctx: &mut Ctx<'_>, idx: usize, command: &'static Command, args: &Args
 
 /// Applies a command's (or a transaction's) effects while its locks are still held:
 /// serves blocked clients, then appends the AOF record.
-pub fn finish(ctx: &mut Ctx<'_>, batch: &mut Batch) {
+pub fn finish(ctx: &mut Ctx<'_>, batch: &mut Batch<'_>) {
     if !ctx.keys.effects.ready.is_empty() {
         crate::blocking::serve_ready(&mut ctx.keys);
     }
@@ -449,7 +451,7 @@ pub fn finish(ctx: &mut Ctx<'_>, batch: &mut Batch) {
         ctx.server.keyspace.dirty.fetch_add(ctx.keys.effects.dirty, Ordering::Relaxed);
     }
     if !ctx.keys.effects.aof.is_empty() {
-        if let Some(aof) = &batch.aof {
+        if let Some(aof) = batch.aof {
             let record = ctx.keys.effects.take_aof();
             match aof.append(&record) {
                 Ok(lsn) => batch.aof_lsn = batch.aof_lsn.max(lsn + 1),
@@ -466,7 +468,7 @@ pub fn finish(ctx: &mut Ctx<'_>, batch: &mut Batch) {
 }
 
 /// Locks the shards a command needs.
-pub fn lock_for<'a>(server: &'a Server, command: &Command, args: &Args<'_>, batch: &mut Batch) -> Guards<'a> {
+pub fn lock_for<'a>(server: &'a Server, command: &Command, args: &Args<'_>, batch: &mut Batch<'_>) -> Guards<'a> {
     match command.keys {
         KeySpec::None | KeySpec::Walk => Guards::none(),
         KeySpec::All => server.keyspace.lock_all(),
