@@ -466,7 +466,7 @@ struct WalkExpiry {
 impl WalkExpiry {
     fn new(ctx: &Ctx<'_>) -> Self {
         let in_exec = ctx.keys.guards.holds_all();
-        let aof_now = if in_exec || !ctx.keys.effects.record_aof { None } else { ctx.server.aof() };
+        let aof_now = if in_exec || !ctx.keys.effects.record_aof { None } else { ctx.server.aof().cloned() };
         WalkExpiry { aof_now, deferred: Vec::new(), in_exec, loading: ctx.keys.loading, now_ms: ctx.keys.now_ms }
     }
 
