@@ -36,8 +36,9 @@
 //! Redis does: `fork()`. The parent takes every shard lock for an instant, notes the next
 //! log position `P` and forks; the child sees a frozen, consistent copy of the keyspace
 //! (copy-on-write pages) and writes it as a new base, while the parent goes on serving
-//! and logging. When the child finishes, the parent fsyncs the base, points the manifest
-//! at it and at `P`, and deletes log segments that lie wholly before `P`. A crash at
+//! and logging. Just before, the log starts a new segment, so that when the child
+//! finishes and the parent has fsynced the base and pointed the manifest at it and at
+//! `P`, every older segment can be deleted. A crash at
 //! any step leaves either the old manifest (old base + full log) or the new one; both
 //! reload the same data.
 //!
@@ -340,6 +341,13 @@ impl Aof {
         let segment = tmp.join(format!("{:020}.log", 0));
         let started = Instant::now();
         let now_ms = crate::server::unix_ms();
+        // Start a fresh log segment first (outside the locks: it fsyncs). The log
+        // position noted below falls in it or later, so once the new base is in place
+        // every older segment can be deleted, whatever the segment size.
+        if let Err(e) = self.log.roll_segment() {
+            self.rewriting.store(false, Ordering::Release);
+            return Err(format!("ERR can't start a new AOF log segment: {e}"));
+        }
 
         // Freeze the keyspace for the instant of the fork: every change before this
         // point has a log position below `log_start`, every change after, at or above.

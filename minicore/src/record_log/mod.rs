@@ -224,6 +224,19 @@ impl RecordLog {
         self.core.append(payload)
     }
 
+    /// Closes the active segment now (after writing everything pending to it) and
+    /// starts a new one, unless the active segment is still empty. Returns the LSN the
+    /// new active segment starts at: every earlier record is then in a closed, fsynced
+    /// segment.
+    ///
+    /// For compaction: minikv's AOF rewrite rolls just before it notes where its
+    /// snapshot ends, so that afterwards [`delete_segments_before`](Self::delete_segments_before)
+    /// can remove every record the snapshot replaced, not only whole 64 MiB segments.
+    /// Blocks for one write(2) and one fsync; appenders are not blocked.
+    pub fn roll_segment(&self) -> Result<Lsn, LogError> {
+        self.core.roll_now()
+    }
+
     /// Ensures every record through `through` is **`Written`** (handed to the OS: survives
     /// a process kill, not a power loss). Blocks for the write(2), not for an fsync, except
     /// that a segment roll on the way fsyncs the closed segment.

@@ -403,6 +403,20 @@ impl LogCore {
         Ok(())
     }
 
+    /// Writes everything pending and, if the active segment holds any record, closes
+    /// it and starts a new one. Returns the first LSN of the (new) active segment.
+    pub(crate) fn roll_now(&self) -> Result<Lsn, LogError> {
+        let mut io = self.io.lock();
+        self.write_pending(&mut io, Rolling::Allowed)?;
+        let next = io.written_lsn;
+        if next > io.base_lsn {
+            if let Err(error) = self.roll(&mut io, next) {
+                return Err(self.fail(error));
+            }
+        }
+        Ok(next)
+    }
+
     /// Closes the active segment and starts one whose first record is `next_base`.
     ///
     /// The old segment is fsynced *before* the new one exists. That is what makes "only
