@@ -1,4 +1,5 @@
-//! Blocking commands: BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BZPOPMIN, BZPOPMAX.
+//! Blocking commands: BLPOP, BRPOP, BLMPOP, BLMOVE, BRPOPLPUSH, BZPOPMIN, BZPOPMAX,
+//! BZMPOP.
 //!
 //! A client that finds every key empty registers a [`Waiter`] in the shard of each key
 //! **while still holding the command's shard locks**, so a push cannot slip in between
@@ -16,6 +17,13 @@
 //! compare-and-swap (`WAITING -> SERVED`); a timeout or a disconnect races for the same
 //! CAS (`WAITING -> CANCELLED`). Stale entries left in other keys' queues are skipped
 //! and dropped when met.
+//!
+//! The waiter's [`BlockKind`] says what serving it means: pop one element (BLPOP,
+//! BZPOPMIN: replied `[key, element]` or `[key, member, score]`), pop up to a count
+//! (BLMPOP, BZMPOP: replied `[key, [elements...]]`, taking what the key holds when it
+//! holds fewer), or move one element to another list (BLMOVE). What is logged to the
+//! AOF is the plain pop that was performed (`LPOP key`, `LPOP key 2`, `ZPOPMIN key 3`,
+//! `LMOVE ...`), with the count actually popped, so a replay never waits.
 //!
 //! One case cannot be served in place: BLMOVE whose destination lives in a shard the
 //! pusher has not locked. Taking that lock could deadlock, so we only *try* it; if it
@@ -87,12 +95,16 @@ pub fn parse_timeout(arg: &[u8], now_ms: u64) -> Result<Option<Duration>, &'stat
 /// What the blocked command does once data arrives.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BlockKind {
-    /// BLPOP (`left`) or BRPOP.
-    Pop { left: bool },
+    /// BLPOP (`left`) or BRPOP with `count: None`: one element, replied as
+    /// `[key, element]`. BLMPOP with `count: Some(n)`: up to `n` elements, replied
+    /// as `[key, [element, ...]]`.
+    Pop { left: bool, count: Option<usize> },
     /// BLMOVE / BRPOPLPUSH: pop from the ready key, push to `dst`.
     Move { from_left: bool, to_left: bool, dst: CompactBytes },
-    /// BZPOPMIN (`min`) or BZPOPMAX.
-    ZPop { min: bool },
+    /// BZPOPMIN (`min`) or BZPOPMAX with `count: None`: one member, replied flat as
+    /// `[key, member, score]`. BZMPOP with `count: Some(n)`: up to `n` members,
+    /// replied as `[key, [[member, score], ...]]` in both protocols.
+    ZPop { min: bool, count: Option<usize> },
 }
 
 /// A blocked client, shared between its connection and the shards it waits in.
@@ -249,27 +261,64 @@ pub fn perform(keys: &mut Keys<'_>, waiter: &Waiter, key: &[u8]) -> Vec<u8> {
         return out;
     };
     match &waiter.kind {
-        BlockKind::Pop { left } => {
+        BlockKind::Pop { left, count } => {
             let list = keys.value(loc).as_list_mut();
-            let elem = if *left { list.pop_front() } else { list.pop_back() };
-            let elem = elem.expect("serve checked the list is not empty");
+            let n = count.unwrap_or(1).min(list.len());
+            assert!(n >= 1, "serve checked the list is not empty");
+            let popped: Vec<CompactBytes> =
+                (0..n).filter_map(|_| if *left { list.pop_front() } else { list.pop_back() }).collect();
+            assert_eq!(popped.len(), n, "popped past the length of the list");
+            let pop: &[u8] = if *left { b"LPOP" } else { b"RPOP" };
             reply.array(2);
             reply.bulk(key);
-            reply.bulk(&elem);
-            keys.propagate([if *left { &b"LPOP"[..] } else { b"RPOP" }, key].into_iter());
-            keys.modified(key);
+            match count {
+                None => {
+                    reply.bulk(&popped[0]);
+                    keys.propagate([pop, key].into_iter());
+                }
+                Some(_) => {
+                    reply.array(n);
+                    for elem in &popped {
+                        reply.bulk(elem);
+                    }
+                    let mut b = itoa::Buffer::new();
+                    keys.propagate([pop, key, b.format(n).as_bytes()].into_iter());
+                }
+            }
+            keys.modified_by(key, n as u64);
             keys.delete_if_empty(loc);
         }
-        BlockKind::ZPop { min } => {
+        BlockKind::ZPop { min, count } => {
             let zset = keys.value(loc).as_zset_mut();
-            let (member, score) =
-                if *min { zset.pop_min() } else { zset.pop_max() }.expect("serve checked the zset is not empty");
-            reply.array(3);
-            reply.bulk(key);
-            reply.bulk(&member);
-            reply.double(score);
-            keys.propagate([if *min { &b"ZPOPMIN"[..] } else { b"ZPOPMAX" }, key].into_iter());
-            keys.modified(key);
+            let n = count.unwrap_or(1).min(zset.len());
+            assert!(n >= 1, "serve checked the zset is not empty");
+            let popped: Vec<(CompactBytes, f64)> =
+                (0..n).filter_map(|_| if *min { zset.pop_min() } else { zset.pop_max() }).collect();
+            assert_eq!(popped.len(), n, "popped past the length of the sorted set");
+            let pop: &[u8] = if *min { b"ZPOPMIN" } else { b"ZPOPMAX" };
+            match count {
+                None => {
+                    let (member, score) = &popped[0];
+                    reply.array(3);
+                    reply.bulk(key);
+                    reply.bulk(member);
+                    reply.double(*score);
+                    keys.propagate([pop, key].into_iter());
+                }
+                Some(_) => {
+                    reply.array(2);
+                    reply.bulk(key);
+                    reply.array(n);
+                    for (member, score) in &popped {
+                        reply.array(2);
+                        reply.bulk(member);
+                        reply.double(*score);
+                    }
+                    let mut b = itoa::Buffer::new();
+                    keys.propagate([pop, key, b.format(n).as_bytes()].into_iter());
+                }
+            }
+            keys.modified_by(key, n as u64);
             keys.delete_if_empty(loc);
         }
         BlockKind::Move { from_left, to_left, dst } => {

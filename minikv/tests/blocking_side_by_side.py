@@ -14,7 +14,10 @@ serving up to N waiters, the pusher's reply (the length before waiters pop), tim
 BLMOVE/BRPOPLPUSH waiting then served (and chained into a BLPOP on the destination),
 a client blocked on several keys served once, BLPOP inside MULTI/EXEC answering at
 once, a blocked client that disconnects leaving no waiter behind, a timed-out waiter
-leaving no waiter behind, databases kept apart, RESP3 replies.
+leaving no waiter behind, databases kept apart, RESP3 replies, and the counted pops
+BLMPOP and BZMPOP: waiters served oldest first, each taking up to its COUNT (all that
+is there when there is less), next to BLPOP/BZPOPMIN waiters on the same key, their
+timeouts, and their answer inside MULTI/EXEC.
 
 Exits 1 when the two servers differ in any observation (or a scenario fails to run),
 0 otherwise. Needs redis-py. Every scenario flushes the server first: do not point it
@@ -372,6 +375,101 @@ def wrong_type_and_bad_timeout(port):
     return out
 
 
+def blmpop_fifo_and_count(port):
+    """BLMPOP waiters on one key are served oldest first, each popping up to its
+    COUNT; a waiter asking for more than is left takes what is there."""
+    r = client(port)
+    r.flushall()
+    first = Call(port, "BLMPOP", "0", "2", "k1", "k2", "LEFT", "COUNT", "2")
+    ok1 = wait_blocked(r, 1)
+    plain = Call(port, "BRPOP", "k2", "0")
+    ok2 = wait_blocked(r, 2)
+    greedy = Call(port, "BLMPOP", "0", "1", "k2", "RIGHT", "COUNT", "10")
+    ok3 = wait_blocked(r, 3)
+    push = r.rpush("k2", "a", "b", "c", "d")
+    served = [first.result(), plain.result(), greedy.result()]
+    # Fewer elements than waiters: the newer waiter stays blocked.
+    w1 = Call(port, "BLMPOP", "0", "1", "k3", "LEFT", "COUNT", "3")
+    wait_blocked(r, 1)
+    w2 = Call(port, "BLMPOP", "0", "1", "k3", "LEFT")
+    wait_blocked(r, 2)
+    push2 = r.lpush("k3", "x", "y")
+    got1 = w1.result()
+    w2_waits = not w2.done()
+    r.rpush("k3", "z")
+    return {
+        "all blocked": ok1 and ok2 and ok3,
+        "pusher reply": push,
+        "served oldest first": served,
+        "second pusher reply": push2,
+        "count > available": got1,
+        "newer waiter still blocked": w2_waits,
+        "newer waiter": w2.result(),
+        "left": lists(r, "k1", "k2", "k3"),
+        "blocked at end": blocked_clients(r),
+    }
+
+
+def bzmpop_fifo_and_count(port):
+    """BZMPOP waiters on a sorted set, mixed with a BZPOPMIN one, served oldest first,
+    each taking up to its COUNT from its end; RESP3 replies too."""
+    r = client(port)
+    r.flushall()
+    first = Call(port, "BZMPOP", "0", "2", "nothing", "z", "MIN", "COUNT", "2")
+    wait_blocked(r, 1)
+    plain = Call(port, "BZPOPMIN", "z", "0")
+    wait_blocked(r, 2)
+    greedy = Call(port, "BZMPOP", "0", "1", "z", "MAX", "COUNT", "10", protocol=3)
+    ok = wait_blocked(r, 3)
+    added = r.zadd("z", {"a": 1, "b": 2, "c": 3, "d": 4.5})
+    served = [first.result(), plain.result(), greedy.result()]
+    w = Call(port, "BZMPOP", "0", "1", "z2", "MAX", "COUNT", "5")
+    wait_blocked(r, 1)
+    added2 = r.zadd("z2", {"m": 1})
+    return {
+        "all blocked": ok,
+        "zadd reply": added,
+        "served oldest first": served,
+        "second zadd reply": added2,
+        "count > available": w.result(),
+        "z left": norm(r.zrange("z", 0, -1, withscores=True)),
+        "z2 exists": r.exists("z2"),
+        "blocked at end": blocked_clients(r),
+    }
+
+
+def mpop_timeouts(port):
+    """BLMPOP and BZMPOP time out with a null reply, leave no waiter behind, and answer
+    at once inside MULTI/EXEC."""
+    r = client(port)
+    r.flushall()
+    w = Call(port, "BLMPOP", "0.2", "2", "n1", "n2", "LEFT", "COUNT", "2")
+    reply = w.result()
+    in_window = w.elapsed is not None and 0.15 <= w.elapsed <= 1.5
+    zw = Call(port, "BZMPOP", "0.2", "1", "n3", "MIN", protocol=3)
+    zreply = zw.result()
+    z_in_window = zw.elapsed is not None and 0.15 <= zw.elapsed <= 1.5
+    after = blocked_clients(r)
+    pushed = r.rpush("n1", "kept")
+    start = time.time()
+    p = r.pipeline(transaction=True)
+    p.execute_command("BLMPOP", "0", "1", "empty", "LEFT")
+    p.execute_command("BZMPOP", "0", "1", "empty", "MAX", "COUNT", "2")
+    p.execute_command("BLMPOP", "0", "1", "n1", "RIGHT", "COUNT", "3")
+    replies = [norm(x) for x in p.execute()]
+    return {
+        "BLMPOP reply": reply,
+        "BLMPOP returned after ~0.2 s": in_window,
+        "BZMPOP reply": zreply,
+        "BZMPOP returned after ~0.2 s": z_in_window,
+        "blocked after timeouts": after,
+        "push after timeout": pushed,
+        "MULTI replies": replies,
+        "MULTI answered at once": time.time() - start < 1.0,
+        "left": lists(r, "n1"),
+    }
+
+
 SCENARIOS = [
     fifo_one_key,
     one_push_serves_n,
@@ -386,6 +484,9 @@ SCENARIOS = [
     databases_apart,
     resp3,
     wrong_type_and_bad_timeout,
+    blmpop_fifo_and_count,
+    bzmpop_fifo_and_count,
+    mpop_timeouts,
 ]
 
 

@@ -1,5 +1,6 @@
 //! Generic key commands: existence and type, deletion, TTLs, renaming and moving,
-//! whole-keyspace walks (KEYS, SCAN, RANDOMKEY, DBSIZE), FLUSHDB/FLUSHALL and OBJECT.
+//! whole-keyspace walks (KEYS, SCAN, RANDOMKEY, DBSIZE), FLUSHDB/FLUSHALL, SWAPDB and
+//! OBJECT.
 //!
 //! These commands do not care what a key holds; they work on the keyspace's
 //! bookkeeping: deadlines, the access clock, which database a key lives in. Three
@@ -58,6 +59,7 @@ pub static COMMANDS: &[Command] = &[
     cmd("dbsize", 1, R | F, KeySpec::Walk, dbsize, "server", "Return the number of keys in the selected database", "1.0.0"),
     cmd("flushdb", -1, W, KeySpec::All, flushdb, "server", "Remove all keys from the current database", "1.0.0"),
     cmd("flushall", -1, W, KeySpec::All, flushall, "server", "Remove all keys from all databases", "1.0.0"),
+    cmd("swapdb", 3, W | F, KeySpec::All, swapdb, "server", "Swaps two Redis databases", "4.0.0"),
     // MOVE names one key: its shard is the same in every database (shards go by hash).
     cmd("move", 3, W | F, range(1, 1, 1), move_, "generic", "Move a key to another database", "1.0.0"),
     cmd("copy", -3, W | M, range(1, 2, 1), copy, "generic", "Copy a key", "6.2.0"),
@@ -688,7 +690,6 @@ fn scan_walk(mut at: ScanCursor, count: usize, mut step: impl FnMut(usize, u64, 
     }
 }
 
-
 /// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type].
 ///
 /// Filters apply in Redis's order: the pattern, then expiry (an expired key is deleted
@@ -843,6 +844,84 @@ fn flushall(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     ctx.reply.ok();
 }
 
+// ----- SWAPDB -----
+
+/// A SWAPDB index: an integer that fits a C `int` (Redis's `getIntFromObjectOrReply`,
+/// which words a bad value and an out-of-range one the same way).
+fn parse_swap_index(arg: &[u8]) -> Option<i64> {
+    int_arg(arg).filter(|v| (i32::MIN as i64..=i32::MAX as i64).contains(v))
+}
+
+/// SWAPDB index1 index2: the two databases trade their contents, in every shard at
+/// once (the command holds every lock), as Redis 7.0's `dbSwapDatabases` does:
+///
+/// - clients stay on their database *number*: a client on database 0 now sees what
+///   was in database 1, and WATCHes and blocked clients stay with their number too;
+/// - a transaction WATCHing a key that exists in either database is broken (Redis's
+///   `touchAllWatchedKeysInDb`), since the key's value may have changed under it;
+/// - a client blocked on a key that holds data after the swap is served, as if the
+///   data had just been pushed (Redis's `scanDatabaseForReadyKeys`).
+///
+/// Swapping a database with itself does nothing but is still a change, logged as
+/// sent like every successful SWAPDB.
+fn swapdb(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let Some(first) = parse_swap_index(args.get(1)) else {
+        return ctx.reply.error("ERR invalid first DB index");
+    };
+    let Some(second) = parse_swap_index(args.get(2)) else {
+        return ctx.reply.error("ERR invalid second DB index");
+    };
+    let databases = ctx.server.keyspace.databases() as i64;
+    if !(0..databases).contains(&first) || !(0..databases).contains(&second) {
+        return ctx.reply.error(ERR_DB_RANGE);
+    }
+    let (a, b) = (first as usize, second as usize);
+    if a != b {
+        let mut ready: Vec<(usize, CompactBytes)> = Vec::new();
+        for i in 0..SHARDS {
+            let shard = ctx.keys.shard(i);
+            touch_watchers_of_swapped(shard, a, b);
+            shard.dbs.swap(a, b);
+            ready_after_swap(shard, a, b, &mut ready);
+        }
+        let pending = &mut ctx.keys.effects.ready;
+        for key in ready {
+            if !pending.contains(&key) {
+                pending.push(key);
+            }
+        }
+    }
+    ctx.keys.effects.dirty += 1;
+    ctx.reply.ok();
+}
+
+/// Breaks the transactions WATCHing, in database `a` or `b`, a key that exists in
+/// either of them. Only this shard's keys: the caller visits every shard.
+fn touch_watchers_of_swapped(shard: &mut Shard, a: usize, b: usize) {
+    for ((db, key), flags) in &shard.watched {
+        if *db != a && *db != b {
+            continue;
+        }
+        let hash = hash_bytes(key);
+        if shard.dbs[a].find(hash, key).is_some() || shard.dbs[b].find(hash, key).is_some() {
+            for f in flags {
+                f.mark_dirty();
+            }
+        }
+    }
+}
+
+/// Collects the keys of databases `a` and `b` that clients are blocked on and that
+/// exist after the swap: the dispatcher serves their waiters before the locks go
+/// ([`crate::blocking::serve_ready`] checks each waiter's type and skips the others).
+fn ready_after_swap(shard: &Shard, a: usize, b: usize, ready: &mut Vec<(usize, CompactBytes)>) {
+    for (db, key) in shard.blocked.keys() {
+        if (*db == a || *db == b) && shard.dbs[*db].find(hash_bytes(key), key).is_some() {
+            ready.push((*db, key.clone()));
+        }
+    }
+}
+
 // ----- OBJECT -----
 
 /// The key OBJECT asks about, or a nil reply when it is missing.
@@ -945,7 +1024,6 @@ mod tests {
         }
     }
 
-
     #[test]
     fn expire_options_follow_redis_rules() {
         let none = ExpireFlags::default();
@@ -967,6 +1045,17 @@ mod tests {
         assert_eq!(expire_deadline(i64::MAX / 1000 + 1, true, 0), None);
         assert_eq!(expire_deadline(i64::MAX, false, 1), None);
         assert_eq!(expire_deadline(-10, true, 5000), Some(-5000));
+    }
+
+    #[test]
+    fn swapdb_indexes_are_c_ints() {
+        assert_eq!(parse_swap_index(b"0"), Some(0));
+        assert_eq!(parse_swap_index(b"-1"), Some(-1), "negative is range-checked later");
+        assert_eq!(parse_swap_index(b"2147483647"), Some(2147483647));
+        assert_eq!(parse_swap_index(b"-2147483648"), Some(-2147483648));
+        for bad in [&b"2147483648"[..], b"-2147483649", b"1.5", b"", b" 1", b"abc"] {
+            assert_eq!(parse_swap_index(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! List commands: pushes and pops at both ends, indexed access, ranges, moves
-//! between lists, and the blocking pops (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH).
+//! between lists, the multi-key pops (LMPOP) and the blocking pops (BLPOP, BRPOP,
+//! BLMPOP, BLMOVE, BRPOPLPUSH).
 //!
 //! A list is a `VecDeque` of compact strings ([`ListValue`]): O(1) at both ends, O(1)
 //! by index, O(n) in the middle (LINSERT, LREM). Redis uses a quicklist (a linked list
@@ -13,13 +14,18 @@
 //! (so no push can slip in between "empty" and "waiting") and ask the connection to
 //! block. A later push marks the key ready ([`crate::keyspace::Keys::modified`]) and
 //! [`crate::blocking`] serves the oldest waiter before the pusher releases its locks.
-//! What this file leaves out: LMPOP and BLMPOP (Redis 7.0's multi-key pops with a
-//! count), whose waiter kind `blocking` does not have.
+//!
+//! LMPOP and BLMPOP (Redis 7.0) pop up to COUNT elements from the first non-empty
+//! list and reply `[key, [element, ...]]`; they are logged as the `LPOP key n` /
+//! `RPOP key n` they amount to, with the number actually popped, so a replay neither
+//! waits nor depends on which keys were empty. Their `numkeys` parser and key finder
+//! are shared with ZMPOP and BZMPOP (`zsets.rs`).
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{cmd, flag, int_arg, is, range, Action, Command, Ctx, ERR_NOT_INTEGER, ERR_SYNTAX};
+use super::{cmd, flag, int_arg, is, range, Action, Command, Ctx, KeySpec, ERR_NOT_INTEGER, ERR_SYNTAX};
 use crate::blocking::{self, parse_timeout, BlockKind, Waiter};
 use crate::keyspace::{kind, CompactBytes, Keys, ListValue, Loc, WRONGTYPE};
 use crate::resp::{Args, OwnedArgs};
@@ -30,6 +36,7 @@ const F: u32 = flag::FAST;
 const M: u32 = flag::DENYOOM;
 const B: u32 = flag::BLOCKING;
 const NS: u32 = flag::NOSCRIPT;
+const MK: u32 = flag::MOVABLE_KEYS;
 
 // Summaries are the ones redis-server 7.0 reports in COMMAND DOCS.
 #[rustfmt::skip]
@@ -54,6 +61,8 @@ pub static COMMANDS: &[Command] = &[
     cmd("brpop", -3, W | NS | B, range(1, -2, 1), brpop, "list", "Remove and get the last element in a list, or block until one is available", "2.0.0"),
     cmd("blmove", 6, W | M | NS | B, range(1, 2, 1), blmove, "list", "Pop an element from a list, push it to another list and return it; or block until one is available", "6.2.0"),
     cmd("brpoplpush", 4, W | M | NS | B, range(1, 2, 1), brpoplpush, "list", "Pop an element from a list, push it to another list and return it; or block until one is available", "2.2.0"),
+    cmd("lmpop", -4, W | MK, KeySpec::Find(lmpop_keys), lmpop, "list", "Pop elements from a list", "7.0.0"),
+    cmd("blmpop", -5, W | B | MK, KeySpec::Find(blmpop_keys), blmpop, "list", "Pop elements from a list, or block until one is available", "7.0.0"),
 ];
 
 /// Redis's wording when a count must not be negative (`getPositiveLongFromObjectOrReply`,
@@ -580,7 +589,6 @@ fn rpoplpush(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 
 // ----- blocking commands -----
 
-
 /// Registers the client as a waiter on `keys` and asks the connection to block. The
 /// command's locks are still held, so no push can come between the emptiness check
 /// and the registration. Nothing is replied now: the connection writes the waiter's
@@ -593,6 +601,53 @@ fn block(ctx: &mut Ctx<'_>, args: &Args<'_>, kind: BlockKind, keys: Vec<CompactB
     ctx.action = Some(Action::Block { waiter, timeout, retry: OwnedArgs::from_args(args) });
 }
 
+/// Pops from the first non-empty list among the arguments `keys`, in argument order,
+/// and replies; a key of another type met before it is WRONGTYPE. With `count: None`
+/// (BLPOP) one element, replied `[key, element]` and logged `LPOP key`; with
+/// `Some(n)` (LMPOP, BLMPOP) up to `n`, replied `[key, [element, ...]]` and logged
+/// `LPOP key m` with the number `m` actually popped. Returns whether it replied;
+/// `false` means every key was missing.
+fn pop_first_nonempty(ctx: &mut Ctx<'_>, args: &Args<'_>, keys: Range<usize>, end: End, count: Option<usize>) -> bool {
+    for i in keys {
+        let key = args.get(i);
+        let loc = match ctx.keys.typed(key, kind::list, false) {
+            Err(_) => {
+                ctx.reply.error(WRONGTYPE);
+                return true;
+            }
+            Ok(None) => continue,
+            Ok(Some(loc)) => loc,
+        };
+        let list = list_at(&mut ctx.keys, loc);
+        let n = count.unwrap_or(1).min(list.len());
+        if n == 0 {
+            debug_assert!(false, "an empty list was stored");
+            continue;
+        }
+        ctx.reply.array(2);
+        ctx.reply.bulk(key);
+        if count.is_some() {
+            ctx.reply.array(n);
+        }
+        for _ in 0..n {
+            match pop_at(list, end) {
+                Some(e) => ctx.reply.bulk(&e),
+                None => unreachable!("popped past the length of the list"),
+            }
+        }
+        ctx.keys.modified_by(key, n as u64);
+        ctx.keys.delete_if_empty(loc);
+        let pop: &[u8] = if end.is_left() { b"LPOP" } else { b"RPOP" };
+        let mut b = itoa::Buffer::new();
+        match count {
+            None => ctx.keys.propagate([pop, key].into_iter()),
+            Some(_) => ctx.keys.propagate([pop, key, b.format(n).as_bytes()].into_iter()),
+        }
+        return true;
+    }
+    false
+}
+
 /// BLPOP/BRPOP key [key ...] timeout (Redis's `blockingPopGenericCommand`).
 fn blocking_pop(ctx: &mut Ctx<'_>, args: &Args<'_>, end: End) {
     let last = args.len() - 1;
@@ -600,26 +655,7 @@ fn blocking_pop(ctx: &mut Ctx<'_>, args: &Args<'_>, end: End) {
         Ok(t) => t,
         Err(e) => return ctx.reply.error(e),
     };
-    // The first non-empty key in argument order serves the pop; a key of another
-    // type met before it is an error.
-    for i in 1..last {
-        let key = args.get(i);
-        let loc = match ctx.keys.typed(key, kind::list, false) {
-            Err(_) => return ctx.reply.error(WRONGTYPE),
-            Ok(None) => continue,
-            Ok(Some(loc)) => loc,
-        };
-        let Some(elem) = pop_at(list_at(&mut ctx.keys, loc), end) else {
-            debug_assert!(false, "an empty list was stored");
-            continue;
-        };
-        ctx.reply.array(2);
-        ctx.reply.bulk(key);
-        ctx.reply.bulk(&elem);
-        ctx.keys.modified_by(key, 1);
-        ctx.keys.delete_if_empty(loc);
-        let pop: &[u8] = if end.is_left() { b"LPOP" } else { b"RPOP" };
-        ctx.keys.propagate([pop, key].into_iter());
+    if pop_first_nonempty(ctx, args, 1..last, end, None) {
         return;
     }
     if ctx.in_exec {
@@ -627,7 +663,7 @@ fn blocking_pop(ctx: &mut Ctx<'_>, args: &Args<'_>, end: End) {
         return ctx.reply.null_array();
     }
     let keys = (1..last).map(|i| CompactBytes::new(args.get(i))).collect();
-    block(ctx, args, BlockKind::Pop { left: end.is_left() }, keys, timeout);
+    block(ctx, args, BlockKind::Pop { left: end.is_left(), count: None }, keys, timeout);
 }
 
 fn blpop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
@@ -636,6 +672,119 @@ fn blpop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 
 fn brpop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     blocking_pop(ctx, args, End::Right);
+}
+
+// ----- LMPOP, BLMPOP -----
+
+/// The key positions of a `numkeys key [key ...]` command whose `numkeys` is argument
+/// `at` (LMPOP: 1, BLMPOP: 2, and the sorted set commands that share this shape). A
+/// key finder must not fail: a bad `numkeys` names no key (the handler replies with
+/// the error) and one larger than what follows names the keys that are there.
+pub(super) fn keys_after_numkeys(args: &Args<'_>, at: usize, out: &mut Vec<usize>) {
+    if at >= args.len() {
+        return;
+    }
+    let Some(n) = int_arg(args.get(at)).filter(|&n| n >= 1) else {
+        return;
+    };
+    let present = args.len() - at - 1;
+    let n = usize::try_from(n).unwrap_or(usize::MAX).min(present);
+    out.extend(at + 1..at + 1 + n);
+}
+
+fn lmpop_keys(args: &Args<'_>, out: &mut Vec<usize>) {
+    keys_after_numkeys(args, 1, out);
+}
+
+fn blmpop_keys(args: &Args<'_>, out: &mut Vec<usize>) {
+    keys_after_numkeys(args, 2, out);
+}
+
+const ERR_NUMKEYS: &str = "ERR numkeys should be greater than 0";
+const ERR_COUNT: &str = "ERR count should be greater than 0";
+
+/// What `numkeys key [key ...] <side> [COUNT count]` asks for (LMPOP, BLMPOP, and
+/// with MIN|MAX as the side ZMPOP, BZMPOP).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Mpop<S> {
+    /// The argument positions of the keys.
+    pub keys: Range<usize>,
+    /// Which end to pop from.
+    pub side: S,
+    /// How many elements at most; 1 when COUNT is not given (the reply is nested
+    /// either way).
+    pub count: usize,
+}
+
+/// Parses `numkeys key [key ...] <side> [COUNT count]`, with `numkeys` at argument
+/// `numkeys_at`, in Redis 7.0's order (`lmpopGenericCommand`, `zmpopGenericCommand`):
+/// numkeys, then the side, then COUNT, each with its own message. A second COUNT is
+/// a syntax error.
+pub(super) fn parse_mpop<S>(
+    args: &Args<'_>,
+    numkeys_at: usize,
+    side: fn(&[u8]) -> Option<S>,
+) -> Result<Mpop<S>, &'static str> {
+    let numkeys = match int_arg(args.get(numkeys_at)) {
+        Some(n) if n >= 1 => n as u64,
+        _ => return Err(ERR_NUMKEYS),
+    };
+    // The side comes right after the keys; it must be there.
+    let first_key = numkeys_at + 1;
+    if numkeys >= (args.len() - first_key) as u64 {
+        return Err(ERR_SYNTAX);
+    }
+    let side_at = first_key + numkeys as usize;
+    let side = side(args.get(side_at)).ok_or(ERR_SYNTAX)?;
+    let mut count = None;
+    let mut j = side_at + 1;
+    while j < args.len() {
+        if count.is_none() && is(args.get(j), "count") && j + 1 < args.len() {
+            j += 1;
+            match int_arg(args.get(j)) {
+                Some(n) if n >= 1 => count = Some(usize::try_from(n).unwrap_or(usize::MAX)),
+                _ => return Err(ERR_COUNT),
+            }
+        } else {
+            return Err(ERR_SYNTAX);
+        }
+        j += 1;
+    }
+    Ok(Mpop { keys: first_key..side_at, side, count: count.unwrap_or(1) })
+}
+
+/// LMPOP numkeys key [key ...] LEFT|RIGHT [COUNT count]: pops from the first
+/// non-empty list, replies `[key, [element, ...]]`, or a null array when all are
+/// empty. Logged as the `LPOP key n` / `RPOP key n` it amounts to.
+fn lmpop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let mpop = match parse_mpop(args, 1, End::parse) {
+        Ok(m) => m,
+        Err(e) => return ctx.reply.error(e),
+    };
+    if !pop_first_nonempty(ctx, args, mpop.keys, mpop.side, Some(mpop.count)) {
+        ctx.reply.null_array();
+    }
+}
+
+/// BLMPOP timeout numkeys key [key ...] LEFT|RIGHT [COUNT count]: LMPOP, or wait for
+/// one of the keys. The timeout is checked after the other arguments, as in Redis.
+fn blmpop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let mpop = match parse_mpop(args, 2, End::parse) {
+        Ok(m) => m,
+        Err(e) => return ctx.reply.error(e),
+    };
+    let timeout = match parse_timeout(args.get(1), ctx.keys.now_ms) {
+        Ok(t) => t,
+        Err(e) => return ctx.reply.error(e),
+    };
+    if pop_first_nonempty(ctx, args, mpop.keys.clone(), mpop.side, Some(mpop.count)) {
+        return;
+    }
+    if ctx.in_exec {
+        return ctx.reply.null_array();
+    }
+    let keys = mpop.keys.map(|i| CompactBytes::new(args.get(i))).collect();
+    block(ctx, args, BlockKind::Pop { left: mpop.side.is_left(), count: Some(mpop.count) }, keys, timeout);
 }
 
 /// BLMOVE and BRPOPLPUSH once parsed (Redis's `blmoveGenericCommand`): move now when
@@ -702,6 +851,63 @@ mod tests {
 
     fn strings(l: &ListValue) -> Vec<String> {
         l.iter().map(|e| String::from_utf8_lossy(e).into_owned()).collect()
+    }
+
+    /// Arguments as the parser would hand them over: one buffer and the spans in it.
+    fn with_args<T>(parts: &[&[u8]], f: impl FnOnce(&Args<'_>) -> T) -> T {
+        let mut data = Vec::new();
+        let mut spans = Vec::new();
+        for p in parts {
+            spans.push(data.len()..data.len() + p.len());
+            data.extend_from_slice(p);
+        }
+        f(&Args::new(&data, &spans))
+    }
+
+    fn finder_keys(parts: &[&str], at: usize) -> Vec<usize> {
+        let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+        with_args(&parts, |args| {
+            let mut out = Vec::new();
+            keys_after_numkeys(args, at, &mut out);
+            out
+        })
+    }
+
+    fn mpop(parts: &[&str]) -> Result<Mpop<End>, &'static str> {
+        let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+        with_args(&parts, |args| parse_mpop(args, 1, End::parse))
+    }
+
+    #[test]
+    fn numkeys_finder_names_the_keys_that_are_there() {
+        assert_eq!(finder_keys(&["LMPOP", "2", "a", "b", "LEFT"], 1), [2, 3]);
+        assert_eq!(finder_keys(&["BLMPOP", "0", "1", "a", "LEFT"], 2), [3]);
+        // More keys announced than given: the ones present (the handler errors).
+        assert_eq!(finder_keys(&["LMPOP", "9", "a"], 1), [2]);
+        assert_eq!(finder_keys(&["LMPOP", "9223372036854775807", "a"], 1), [2]);
+        for bad in ["0", "-1", "abc", ""] {
+            assert!(finder_keys(&["LMPOP", bad, "a", "LEFT"], 1).is_empty(), "{bad:?}");
+        }
+        assert!(finder_keys(&["LMPOP"], 1).is_empty());
+        assert!(finder_keys(&["BLMPOP", "0"], 2).is_empty());
+    }
+
+    #[test]
+    fn mpop_arguments_fail_in_redis_order() {
+        assert_eq!(mpop(&["LMPOP", "2", "a", "b", "right"]), Ok(Mpop { keys: 2..4, side: End::Right, count: 1 }));
+        assert_eq!(
+            mpop(&["LMPOP", "1", "a", "LEFT", "count", "7"]),
+            Ok(Mpop { keys: 2..3, side: End::Left, count: 7 })
+        );
+        assert_eq!(mpop(&["LMPOP", "0", "a", "MIDDLE", "COUNT", "0"]), Err(ERR_NUMKEYS));
+        assert_eq!(mpop(&["LMPOP", "abc", "a", "LEFT"]), Err(ERR_NUMKEYS));
+        assert_eq!(mpop(&["LMPOP", "2", "a", "LEFT"]), Err(ERR_SYNTAX), "the side must follow the keys");
+        assert_eq!(mpop(&["LMPOP", "9223372036854775807", "a", "LEFT"]), Err(ERR_SYNTAX));
+        assert_eq!(mpop(&["LMPOP", "1", "a", "MIDDLE", "COUNT", "0"]), Err(ERR_SYNTAX));
+        assert_eq!(mpop(&["LMPOP", "1", "a", "LEFT", "COUNT", "0"]), Err(ERR_COUNT));
+        assert_eq!(mpop(&["LMPOP", "1", "a", "LEFT", "COUNT", "-1"]), Err(ERR_COUNT));
+        assert_eq!(mpop(&["LMPOP", "1", "a", "LEFT", "COUNT"]), Err(ERR_SYNTAX));
+        assert_eq!(mpop(&["LMPOP", "1", "a", "LEFT", "COUNT", "1", "COUNT", "2"]), Err(ERR_SYNTAX));
     }
 
     #[test]
@@ -792,6 +998,32 @@ mod tests {
             prop_assert_eq!(remove_matches(&mut l, &[elem], count), removed);
             let left: Vec<u8> = l.iter().map(|e| e[0]).collect();
             prop_assert_eq!(left, model);
+        }
+
+        /// A key finder runs before any validation: whatever the arguments, it must
+        /// not panic and must name only arguments that exist, after `numkeys`.
+        #[test]
+        fn numkeys_finder_never_panics(
+            parts in prop::collection::vec(prop_oneof![
+                Just(b"1".to_vec()), Just(b"3".to_vec()), Just(b"-1".to_vec()), Just(b"0".to_vec()),
+                Just(b"99999999999999999999".to_vec()), prop::collection::vec(any::<u8>(), 0..4),
+            ], 0..8),
+            at in 0usize..4,
+        ) {
+            let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+            let found = with_args(&parts, |args| {
+                let mut out = Vec::new();
+                keys_after_numkeys(args, at, &mut out);
+                out
+            });
+            prop_assert!(found.iter().all(|&i| i > at && i < parts.len()));
+            let found_mpop = with_args(&parts, |args| {
+                if args.len() > at { parse_mpop(args, at, End::parse).ok().map(|m| m.keys) } else { None }
+            });
+            if let Some(keys) = found_mpop {
+                prop_assert!(keys.start == at + 1 && keys.end < parts.len());
+                prop_assert_eq!(keys.collect::<Vec<_>>(), found);
+            }
         }
 
         #[test]
