@@ -17,19 +17,12 @@ use minicore::record_log::{Durability, FsyncPolicy, LogError, LogOptions, Record
 const NO_ROLL_SEGMENT_BYTES: u64 = 1 << 30;
 
 fn open(dir: &Path, fsync: FsyncPolicy) -> RecordLog {
-    let options = LogOptions {
-        fsync,
-        segment_bytes: NO_ROLL_SEGMENT_BYTES,
-        ..LogOptions::default()
-    };
+    let options = LogOptions { fsync, segment_bytes: NO_ROLL_SEGMENT_BYTES, ..LogOptions::default() };
     RecordLog::open(dir, options).expect("open the log").0
 }
 
 fn read_all(log: &RecordLog) -> Vec<(u64, Vec<u8>)> {
-    log.reader(log.first_lsn())
-        .expect("reader")
-        .collect::<Result<_, _>>()
-        .expect("read every record")
+    log.reader(log.first_lsn()).expect("reader").collect::<Result<_, _>>().expect("read every record")
 }
 
 #[test]
@@ -61,14 +54,9 @@ fn concurrent_always_commits_share_fsyncs() {
             thread::spawn(move || {
                 start.wait();
                 for i in 0..COMMITS_PER_THREAD {
-                    let lsn = log
-                        .append(format!("{thread_id}:{i}").as_bytes())
-                        .expect("append");
+                    let lsn = log.append(format!("{thread_id}:{i}").as_bytes()).expect("append");
                     assert_eq!(log.commit(lsn).expect("commit"), Durability::Synced);
-                    assert!(
-                        log.durable_lsn() > lsn,
-                        "commit returned before the record was durable"
-                    );
+                    assert!(log.durable_lsn() > lsn, "commit returned before the record was durable");
                 }
             })
         })
@@ -79,15 +67,8 @@ fn concurrent_always_commits_share_fsyncs() {
 
     let commits = THREADS * COMMITS_PER_THREAD;
     let stats = log.stats();
-    eprintln!(
-        "{commits} commits from {THREADS} threads took {} fsyncs",
-        stats.fsyncs
-    );
-    assert!(
-        stats.fsyncs < commits,
-        "no group commit: {} fsyncs for {commits} commits",
-        stats.fsyncs
-    );
+    eprintln!("{commits} commits from {THREADS} threads took {} fsyncs", stats.fsyncs);
+    assert!(stats.fsyncs < commits, "no group commit: {} fsyncs for {commits} commits", stats.fsyncs);
     assert_eq!(stats.durable_lsn, commits);
 
     // Every record is there once, and each thread's records are in its own order.
@@ -129,11 +110,7 @@ fn never_policy_commits_are_written_and_sync_on_request() {
     assert_eq!(log.commit(lsn).expect("commit"), Durability::Written);
     assert_eq!(log.durability_of(lsn), Durability::Written);
     thread::sleep(Duration::from_millis(50));
-    assert_eq!(
-        log.durable_lsn(),
-        0,
-        "the Never policy does not fsync on its own"
-    );
+    assert_eq!(log.durable_lsn(), 0, "the Never policy does not fsync on its own");
     assert_eq!(log.stats().fsyncs, 0);
     log.sync(lsn).expect("sync");
     assert_eq!(log.durability_of(lsn), Durability::Synced);
@@ -150,11 +127,7 @@ fn every_millis_policy_syncs_in_the_background() {
     let uncommitted = log.append(b"uncommitted").expect("append");
     let deadline = Instant::now() + Duration::from_secs(5);
     while log.durable_lsn() <= uncommitted {
-        assert!(
-            Instant::now() < deadline,
-            "no background fsync within 5 s: {:?}",
-            log.stats()
-        );
+        assert!(Instant::now() < deadline, "no background fsync within 5 s: {:?}", log.stats());
         thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(log.durability_of(committed), Durability::Synced);
@@ -162,11 +135,7 @@ fn every_millis_policy_syncs_in_the_background() {
     // Nothing new: the ticks stop fsyncing.
     let fsyncs = log.stats().fsyncs;
     thread::sleep(Duration::from_millis(100));
-    assert_eq!(
-        log.stats().fsyncs,
-        fsyncs,
-        "fsync only when something was written since the last one"
-    );
+    assert_eq!(log.stats().fsyncs, fsyncs, "fsync only when something was written since the last one");
 }
 
 #[test]
@@ -188,47 +157,21 @@ fn write_out_skips_the_syscall_when_already_written() {
 fn lsns_that_were_not_appended_are_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = open(dir.path(), FsyncPolicy::Always);
-    assert!(matches!(
-        log.commit(0),
-        Err(LogError::NotAppended {
-            lsn: 0,
-            next_lsn: 0
-        })
-    ));
+    assert!(matches!(log.commit(0), Err(LogError::NotAppended { lsn: 0, next_lsn: 0 })));
     log.append(b"one").expect("append");
     let error = log.sync(5).expect_err("LSN 5 was never appended");
-    assert!(
-        error
-            .to_string()
-            .contains("pass an LSN that append() returned"),
-        "{error}"
-    );
-    assert!(matches!(
-        log.write_out(1),
-        Err(LogError::NotAppended {
-            lsn: 1,
-            next_lsn: 1
-        })
-    ));
+    assert!(error.to_string().contains("pass an LSN that append() returned"), "{error}");
+    assert!(matches!(log.write_out(1), Err(LogError::NotAppended { lsn: 1, next_lsn: 1 })));
 }
 
 #[test]
 fn a_record_over_the_limit_is_refused_and_nothing_is_appended() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let options = LogOptions {
-        max_record_bytes: 16,
-        ..LogOptions::default()
-    };
+    let options = LogOptions { max_record_bytes: 16, ..LogOptions::default() };
     let (log, _) = RecordLog::open(dir.path(), options).expect("open");
     assert_eq!(log.append(&[7; 16]).expect("exactly the limit is fine"), 0);
     let error = log.append(&[7; 17]).expect_err("over the limit");
-    assert!(matches!(
-        error,
-        LogError::RecordTooLarge {
-            len: 17,
-            max_record_bytes: 16
-        }
-    ));
+    assert!(matches!(error, LogError::RecordTooLarge { len: 17, max_record_bytes: 16 }));
     assert!(error.to_string().contains("max_record_bytes"), "{error}");
     assert_eq!(log.next_lsn(), 1);
 }
@@ -237,17 +180,12 @@ fn a_record_over_the_limit_is_refused_and_nothing_is_appended() {
 fn segments_roll_at_record_boundaries_and_are_named_by_first_lsn() {
     let dir = tempfile::tempdir().expect("temp dir");
     // 30-byte payloads make 38-byte frames: two fit in 100 bytes, a third does not.
-    let options = LogOptions {
-        segment_bytes: 100,
-        fsync: FsyncPolicy::Never,
-        ..LogOptions::default()
-    };
+    let options = LogOptions { segment_bytes: 100, fsync: FsyncPolicy::Never, ..LogOptions::default() };
     let (log, _) = RecordLog::open(dir.path(), options).expect("open");
     for _ in 0..5 {
         log.append(&[1; 30]).expect("append");
     }
-    log.append(&[2; 300])
-        .expect("a record bigger than a segment"); // LSN 5
+    log.append(&[2; 300]).expect("a record bigger than a segment"); // LSN 5
     log.append(&[3; 30]).expect("append"); // LSN 6
     log.write_out(6).expect("write out");
 
@@ -255,10 +193,7 @@ fn segments_roll_at_record_boundaries_and_are_named_by_first_lsn() {
         .expect("read dir")
         .map(|entry| {
             let entry = entry.expect("entry");
-            (
-                entry.file_name().into_string().expect("utf-8"),
-                entry.metadata().expect("metadata").len(),
-            )
+            (entry.file_name().into_string().expect("utf-8"), entry.metadata().expect("metadata").len())
         })
         .collect();
     names.sort();
@@ -276,10 +211,7 @@ fn segments_roll_at_record_boundaries_and_are_named_by_first_lsn() {
     assert_eq!(stats.size_bytes, 76 + 76 + 38 + 308 + 38);
     // Every closed segment was fsynced before its successor was created.
     assert_eq!(stats.fsyncs, 4);
-    assert_eq!(
-        stats.durable_lsn, 6,
-        "records in closed segments are durable"
-    );
+    assert_eq!(stats.durable_lsn, 6, "records in closed segments are durable");
     assert_eq!(read_all(&log).len(), 7);
 }
 
@@ -294,10 +226,7 @@ fn dropping_the_log_writes_and_syncs_everything_appended() {
     drop(log);
     let (log, report) = RecordLog::open(dir.path(), LogOptions::default()).expect("reopen");
     assert_eq!(report.records, 3);
-    assert_eq!(
-        read_all(&log),
-        vec![(0, vec![0]), (1, vec![1]), (2, vec![2])]
-    );
+    assert_eq!(read_all(&log), vec![(0, vec![0]), (1, vec![1]), (2, vec![2])]);
 }
 
 /// `append` only takes the in-memory mutex: it keeps going while another thread holds
@@ -344,11 +273,7 @@ fn append_does_not_wait_for_disk_io() {
 fn an_io_error_stops_the_log_and_later_calls_say_why() {
     let scratch = tempfile::tempdir().expect("temp dir");
     let dir = scratch.path().join("wal");
-    let options = LogOptions {
-        segment_bytes: 64,
-        fsync: FsyncPolicy::Always,
-        ..LogOptions::default()
-    };
+    let options = LogOptions { segment_bytes: 64, fsync: FsyncPolicy::Always, ..LogOptions::default() };
     let (log, _) = RecordLog::open(&dir, options).expect("open");
     let first = log.append(&[1; 40]).expect("append");
     log.commit(first).expect("commit");
@@ -357,17 +282,11 @@ fn an_io_error_stops_the_log_and_later_calls_say_why() {
     let second = log.append(&[2; 40]).expect("append is memory-only");
     let error = log.commit(second).expect_err("the roll must fail");
     assert!(matches!(error, LogError::Failed { .. }), "{error}");
-    assert!(
-        error.to_string().contains("could not create a segment"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("could not create a segment"), "{error}");
     // From now on every write path refuses, with the original cause.
     let error = log.append(b"more").expect_err("stopped");
     assert!(error.to_string().contains("reopen the log"), "{error}");
-    assert!(matches!(
-        log.write_out(second),
-        Err(LogError::Failed { .. })
-    ));
+    assert!(matches!(log.write_out(second), Err(LogError::Failed { .. })));
     assert_eq!(log.durability_of(second), Durability::Buffered);
     drop(log); // must not hang or panic
 }
@@ -376,11 +295,7 @@ fn an_io_error_stops_the_log_and_later_calls_say_why() {
 fn async_commits_on_a_multi_thread_runtime_share_fsyncs() {
     const TASKS: u64 = 16;
     const COMMITS_PER_TASK: u64 = 50;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let log = Arc::new(open(dir.path(), FsyncPolicy::Always));
     runtime.block_on(async {
@@ -389,9 +304,7 @@ fn async_commits_on_a_multi_thread_runtime_share_fsyncs() {
                 let log = Arc::clone(&log);
                 tokio::spawn(async move {
                     for i in 0..COMMITS_PER_TASK {
-                        let lsn = log
-                            .append(format!("{task}:{i}").as_bytes())
-                            .expect("append");
+                        let lsn = log.append(format!("{task}:{i}").as_bytes()).expect("append");
                         let level = log.commit_async(lsn).await.expect("commit");
                         assert_eq!(level, Durability::Synced);
                         assert!(log.durable_lsn() > lsn);
@@ -406,28 +319,17 @@ fn async_commits_on_a_multi_thread_runtime_share_fsyncs() {
     let commits = TASKS * COMMITS_PER_TASK;
     let stats = log.stats();
     eprintln!("{commits} async commits took {} fsyncs", stats.fsyncs);
-    assert!(
-        stats.fsyncs < commits,
-        "{} fsyncs for {commits} async commits",
-        stats.fsyncs
-    );
+    assert!(stats.fsyncs < commits, "{} fsyncs for {commits} async commits", stats.fsyncs);
     assert_eq!(read_all(&log).len() as u64, commits);
 }
 
 #[test]
 fn async_commits_under_lazier_policies_are_written() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     for fsync in [FsyncPolicy::Never, FsyncPolicy::EveryMillis(1000)] {
         let dir = tempfile::tempdir().expect("temp dir");
         // Small segments so some commits need a roll and go through the writer thread.
-        let options = LogOptions {
-            segment_bytes: 200,
-            fsync,
-            ..LogOptions::default()
-        };
+        let options = LogOptions { segment_bytes: 200, fsync, ..LogOptions::default() };
         let (log, _) = RecordLog::open(dir.path(), options).expect("open");
         runtime.block_on(async {
             for i in 0..50u8 {
@@ -447,10 +349,7 @@ fn async_commits_under_lazier_policies_are_written() {
 #[test]
 fn an_async_commit_waiting_on_a_slow_fsync_does_not_block_its_runtime_thread() {
     const SLOW_FSYNC: Duration = Duration::from_millis(300);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let options = LogOptions {
         fsync: FsyncPolicy::Always,
@@ -476,8 +375,5 @@ fn an_async_commit_waiting_on_a_slow_fsync_does_not_block_its_runtime_thread() {
         ticker.abort();
     });
     let ticks = ticks.load(Ordering::Relaxed);
-    assert!(
-        ticks >= 10,
-        "only {ticks} ticks ran during a {SLOW_FSYNC:?} fsync: the commit blocked the runtime"
-    );
+    assert!(ticks >= 10, "only {ticks} ticks ran during a {SLOW_FSYNC:?} fsync: the commit blocked the runtime");
 }

@@ -24,9 +24,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use minicore::record_log::{
-    Durability, FsyncPolicy, LogError, LogOptions, RecordLog, RecoveryMode, TruncationReason,
-};
+use minicore::record_log::{Durability, FsyncPolicy, LogError, LogOptions, RecordLog, RecoveryMode, TruncationReason};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
@@ -110,16 +108,14 @@ fn crash_script() -> impl Strategy<Value = CrashScript> {
         any::<Index>(),
         garbage,
     )
-        .prop_map(
-            |(fsync, segment_bytes, steps, power_loss, cut, garbage)| CrashScript {
-                fsync,
-                segment_bytes,
-                steps,
-                power_loss,
-                cut,
-                garbage,
-            },
-        )
+        .prop_map(|(fsync, segment_bytes, steps, power_loss, cut, garbage)| CrashScript {
+            fsync,
+            segment_bytes,
+            steps,
+            power_loss,
+            cut,
+            garbage,
+        })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -127,12 +123,7 @@ fn crash_script() -> impl Strategy<Value = CrashScript> {
 // ---------------------------------------------------------------------------------------
 
 fn options(segment_bytes: u64, fsync: FsyncPolicy) -> LogOptions {
-    LogOptions {
-        segment_bytes,
-        fsync,
-        max_record_bytes: MAX_RECORD_BYTES,
-        ..LogOptions::default()
-    }
+    LogOptions { segment_bytes, fsync, max_record_bytes: MAX_RECORD_BYTES, ..LogOptions::default() }
 }
 
 /// Segment files in `dir` as (base LSN, path), sorted by base.
@@ -169,16 +160,9 @@ fn frame_bytes(payload: &[u8]) -> u64 {
 /// Where record `lsn` starts in the file of the segment that holds it.
 fn locate(dir: &Path, payloads: &[Vec<u8>], lsn: u64) -> (PathBuf, u64) {
     let segments = segment_files(dir);
-    let (base, path) = segments
-        .iter()
-        .rev()
-        .find(|(base, _)| *base <= lsn)
-        .expect("some segment holds the record")
-        .clone();
-    let offset = payloads[base as usize..lsn as usize]
-        .iter()
-        .map(|p| frame_bytes(p))
-        .sum();
+    let (base, path) =
+        segments.iter().rev().find(|(base, _)| *base <= lsn).expect("some segment holds the record").clone();
+    let offset = payloads[base as usize..lsn as usize].iter().map(|p| frame_bytes(p)).sum();
     (path, offset)
 }
 
@@ -226,17 +210,9 @@ fn check_crash_recovery(script: &CrashScript, ack_before_sync: bool) -> Result<(
             }
             (Step::Commit, Some(last)) => {
                 let level = log.commit(last).map_err(fail)?;
-                let promised = if script.fsync == FsyncPolicy::Always {
-                    Durability::Synced
-                } else {
-                    Durability::Written
-                };
-                prop_assert!(
-                    level >= promised,
-                    "commit reached {:?}, policy promises {:?}",
-                    level,
-                    promised
-                );
+                let promised =
+                    if script.fsync == FsyncPolicy::Always { Durability::Synced } else { Durability::Written };
+                prop_assert!(level >= promised, "commit reached {:?}, policy promises {:?}", level, promised);
                 acked_written = acked_written.max(last + 1);
                 if level == Durability::Synced {
                     acked_synced = acked_synced.max(last + 1);
@@ -271,20 +247,12 @@ fn check_crash_recovery(script: &CrashScript, ack_before_sync: bool) -> Result<(
         let segments = segment_files(&crash_dir);
         let (last_base, last_path) = segments.last().expect("a log always has a segment");
         let name = last_path.file_name().expect("segment name");
-        let synced_end = synced_sizes
-            .lock()
-            .expect("size map")
-            .get(name)
-            .copied()
-            .unwrap_or(0);
+        let synced_end = synced_sizes.lock().expect("size map").get(name).copied().unwrap_or(0);
         // Every cut the acknowledgements allow is fair too: from where the last record
         // acknowledged as Synced ends. For an honest log that is at or before
         // `synced_end`; for a log that acknowledges without fsyncing it is after it.
         let acked_end: u64 = if acked_synced > *last_base {
-            appended[*last_base as usize..acked_synced as usize]
-                .iter()
-                .map(|p| frame_bytes(p))
-                .sum()
+            appended[*last_base as usize..acked_synced as usize].iter().map(|p| frame_bytes(p)).sum()
         } else {
             0
         };
@@ -302,21 +270,11 @@ fn check_crash_recovery(script: &CrashScript, ack_before_sync: bool) -> Result<(
     }
 
     // Recovery always uses the honest log, in the default strict mode.
-    let (recovered_log, report) =
-        RecordLog::open(&crash_dir, options(script.segment_bytes, script.fsync)).map_err(
-            |error| TestCaseError::fail(format!("recovery refused a crashed log: {error}")),
-        )?;
+    let (recovered_log, report) = RecordLog::open(&crash_dir, options(script.segment_bytes, script.fsync))
+        .map_err(|error| TestCaseError::fail(format!("recovery refused a crashed log: {error}")))?;
     let recovered = read_all(&recovered_log, 0).map_err(fail)?;
-    prop_assert_eq!(
-        report.records,
-        recovered.len() as u64,
-        "the report counts the records kept"
-    );
-    prop_assert_eq!(
-        recovered_log.next_lsn(),
-        recovered.len() as u64,
-        "appends continue after the kept prefix"
-    );
+    prop_assert_eq!(report.records, recovered.len() as u64, "the report counts the records kept");
+    prop_assert_eq!(recovered_log.next_lsn(), recovered.len() as u64, "appends continue after the kept prefix");
     prop_assert!(
         recovered.len() as u64 >= acked_synced,
         "recovery lost acknowledged records: {} records acknowledged as Synced, {} recovered",
@@ -331,18 +289,10 @@ fn check_crash_recovery(script: &CrashScript, ack_before_sync: bool) -> Result<(
             recovered.len()
         );
     }
-    prop_assert!(
-        recovered.len() <= appended.len(),
-        "recovery invented records"
-    );
+    prop_assert!(recovered.len() <= appended.len(), "recovery invented records");
     for (index, (lsn, payload)) in recovered.iter().enumerate() {
         prop_assert_eq!(*lsn, index as u64, "recovered LSNs are consecutive from 0");
-        prop_assert_eq!(
-            payload,
-            &appended[index],
-            "record {} came back changed",
-            index
-        );
+        prop_assert_eq!(payload, &appended[index], "record {} came back changed", index);
     }
 
     // The log goes on from the recovered prefix, and the cut really happened on disk: a
@@ -350,8 +300,7 @@ fn check_crash_recovery(script: &CrashScript, ack_before_sync: bool) -> Result<(
     let next = recovered_log.append(b"after the crash").map_err(fail)?;
     prop_assert_eq!(next, recovered.len() as u64);
     recovered_log.close().map_err(fail)?;
-    let (_, again) =
-        RecordLog::open(&crash_dir, options(script.segment_bytes, script.fsync)).map_err(fail)?;
+    let (_, again) = RecordLog::open(&crash_dir, options(script.segment_bytes, script.fsync)).map_err(fail)?;
     prop_assert_eq!(again.truncated, None, "recovery left something to cut");
     prop_assert_eq!(again.records, recovered.len() as u64 + 1);
     Ok(())
@@ -376,23 +325,12 @@ proptest! {
 /// script where an acknowledged record does not survive.
 #[test]
 fn the_crash_property_catches_a_log_that_acks_before_syncing() {
-    let config = Config {
-        cases: 96,
-        max_shrink_iters: 256,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let mut runner =
-        TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
-    match runner.run(&crash_script(), |script| {
-        check_crash_recovery(&script, true)
-    }) {
+    let config = Config { cases: 96, max_shrink_iters: 256, failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    match runner.run(&crash_script(), |script| check_crash_recovery(&script, true)) {
         Err(TestError::Fail(reason, minimal)) => {
             let reason = reason.to_string();
-            assert!(
-                reason.contains("lost acknowledged records"),
-                "caught, but for another reason: {reason}"
-            );
+            assert!(reason.contains("lost acknowledged records"), "caught, but for another reason: {reason}");
             eprintln!("caught the broken log as expected: {reason}\nminimal script: {minimal:#?}");
         }
         other => {
@@ -407,24 +345,20 @@ fn the_crash_property_catches_a_log_that_acks_before_syncing() {
 
 /// Valid frames followed by arbitrary bytes, or arbitrary bytes alone.
 fn segment_contents() -> impl Strategy<Value = Vec<u8>> {
-    (
-        prop::collection::vec(payload(), 0..6),
-        prop::collection::vec(any::<u8>(), 0..512),
-    )
-        .prop_map(|(payloads, junk)| {
-            let mut bytes = Vec::new();
-            for payload in payloads {
-                let len = (payload.len() as u32).to_le_bytes();
-                let mut crc = crc32fast::Hasher::new();
-                crc.update(&len);
-                crc.update(&payload);
-                bytes.extend_from_slice(&len);
-                bytes.extend_from_slice(&crc.finalize().to_le_bytes());
-                bytes.extend_from_slice(&payload);
-            }
-            bytes.extend_from_slice(&junk);
-            bytes
-        })
+    (prop::collection::vec(payload(), 0..6), prop::collection::vec(any::<u8>(), 0..512)).prop_map(|(payloads, junk)| {
+        let mut bytes = Vec::new();
+        for payload in payloads {
+            let len = (payload.len() as u32).to_le_bytes();
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&len);
+            crc.update(&payload);
+            bytes.extend_from_slice(&len);
+            bytes.extend_from_slice(&crc.finalize().to_le_bytes());
+            bytes.extend_from_slice(&payload);
+        }
+        bytes.extend_from_slice(&junk);
+        bytes
+    })
 }
 
 proptest! {
@@ -466,8 +400,7 @@ proptest! {
 
 /// Writes `payloads` to a fresh log in `dir`, synced, and closes it.
 fn write_log(dir: &Path, segment_bytes: u64, payloads: &[Vec<u8>]) -> Result<(), TestCaseError> {
-    let (log, _) =
-        RecordLog::open(dir, options(segment_bytes, FsyncPolicy::Always)).map_err(fail)?;
+    let (log, _) = RecordLog::open(dir, options(segment_bytes, FsyncPolicy::Always)).map_err(fail)?;
     for payload in payloads {
         log.append(payload).map_err(fail)?;
     }

@@ -180,7 +180,11 @@ impl PubSub {
         }
         let dropped = too_slow.len();
         for s in too_slow {
-            tracing::warn!(client = s.client.id, pending = s.pending(), "closing pub/sub client over its output buffer limit");
+            tracing::warn!(
+                client = s.client.id,
+                pending = s.pending(),
+                "closing pub/sub client over its output buffer limit"
+            );
             s.client.kill();
         }
         (receivers, dropped)

@@ -16,9 +16,7 @@
 //!
 //! Left out: keyspace notifications, and the hash-field expiry commands of Redis 7.4.
 
-use super::sets::{
-    parse_scan_options, random_count_arg, reply_scan_header, sample_distinct, scan_dict, Replied,
-};
+use super::sets::{parse_scan_options, random_count_arg, reply_scan_header, sample_distinct, scan_dict, Replied};
 use super::{cmd, flag, int_arg, is, range, Command, Ctx, ERR_NOT_FLOAT, ERR_NOT_INTEGER, ERR_SYNTAX};
 use crate::keyspace::{kind, CompactBytes, HashValue, Keys, Loc, WRONGTYPE};
 use crate::numeric::{long_double_incr, FloatIncrError};

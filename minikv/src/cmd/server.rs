@@ -455,7 +455,6 @@ fn canonical_name(typed: &str) -> Option<String> {
 /// parameters, and two of them interleaving could restore each other's values.
 static CONFIG_SET_LOCK: Mutex<()> = Mutex::new(());
 
-
 /// CONFIG SET name value [name value ...], all or nothing, as in Redis 7.0: every name
 /// is checked first (unknown, immutable, given twice), then the values are set in
 /// order; if one is refused, the ones set before it get their old values back.
@@ -930,7 +929,7 @@ const FLAG_NAMES: &[(u64, &str)] = &[
     (flag::BLOCKING as u64, "blocking"),
     (flag::LOADING as u64, "loading"),
     (flag::STALE as u64, "stale"),
-        (redis_flag::SKIP_SLOWLOG, "skip_slowlog"),
+    (redis_flag::SKIP_SLOWLOG, "skip_slowlog"),
     (flag::FAST as u64, "fast"),
     (flag::NO_AUTH as u64, "no_auth"),
     (redis_flag::MAY_REPLICATE, "may_replicate"),

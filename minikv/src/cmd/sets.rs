@@ -630,7 +630,6 @@ fn sintercard(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 
 // ----- SSCAN (and the SCAN-family parsing HSCAN shares) -----
 
-
 /// The options of HSCAN/SSCAN: `[MATCH pattern] [COUNT count]`, any order, repeats
 /// allowed (the last wins). TYPE is SCAN's alone.
 pub(super) struct ScanOptions<'a> {
@@ -890,7 +889,6 @@ mod tests {
             }
         }
     }
-
 
     #[test]
     fn scan_options_follow_redis() {
