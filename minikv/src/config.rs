@@ -531,7 +531,7 @@ impl Config {
             let mut out = Vec::new();
             let mut spans = Vec::new();
             crate::resp::split_args(line.as_bytes(), &mut out, &mut spans)
-                .map_err(|()| format!("line {}: unbalanced quotes in '{line}'", n + 1))?;
+                .map_err(|crate::resp::UnbalancedQuotes| format!("line {}: unbalanced quotes in '{line}'", n + 1))?;
             let words: Vec<String> =
                 spans.iter().map(|s| String::from_utf8_lossy(&out[s.clone()]).into_owned()).collect();
             let Some((name, values)) = words.split_first() else {

@@ -263,7 +263,7 @@ impl Conn<'_> {
             };
             let space = self.query.buf.len() - self.query.end;
             let end = self.query.end;
-            let result = guard.try_io(|s| (&*s.get_ref()).read(&mut self.query.buf[end..]));
+            let result = guard.try_io(|s| s.get_ref().read(&mut self.query.buf[end..]));
             match result {
                 Ok(Ok(0)) => return Ok(false),
                 Ok(Ok(n)) => {
@@ -399,7 +399,7 @@ impl Conn<'_> {
                     self.query.reserve(None);
                     let space = self.query.buf.len() - self.query.end;
                     let end = self.query.end;
-                    match guard.try_io(|s| (&*s.get_ref()).read(&mut self.query.buf[end..])) {
+                    match guard.try_io(|s| s.get_ref().read(&mut self.query.buf[end..])) {
                         Ok(Ok(0)) => {
                             waiter.cancel();
                             break false;
@@ -440,7 +440,7 @@ impl Conn<'_> {
         let mut written = 0;
         while written < self.out.len() {
             let mut guard = self.sock.writable().await?;
-            match guard.try_io(|s| (&*s.get_ref()).write(&self.out[written..])) {
+            match guard.try_io(|s| s.get_ref().write(&self.out[written..])) {
                 Ok(Ok(n)) => written += n,
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(Err(e)) => return Err(e),

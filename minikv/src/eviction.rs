@@ -84,7 +84,7 @@ impl AccessClock {
         let last = lru >> 8;
         let counter = lru & 0xff;
         let elapsed = if self.now_minutes >= last { self.now_minutes - last } else { 65535 - last + self.now_minutes };
-        let periods = if self.lfu_decay_time > 0 { elapsed / self.lfu_decay_time } else { 0 };
+        let periods = elapsed.checked_div(self.lfu_decay_time).unwrap_or(0);
         counter.saturating_sub(periods)
     }
 }

@@ -209,7 +209,7 @@ fn histogram_proto(count: u64, nanos: u64, buckets: &[u64]) -> Histogram {
         b.set_cumulative_count(cumulative);
         out.push(b);
     }
-    h.set_bucket(out.into());
+    h.set_bucket(out);
     h
 }
 
@@ -240,7 +240,7 @@ impl Families {
             None => self.family(name, help, MetricType::GAUGE),
         };
         let mut m = Metric::default();
-        m.set_label(labels.iter().map(|(k, v)| label(k, v)).collect::<Vec<_>>().into());
+        m.set_label(labels.iter().map(|(k, v)| label(k, v)).collect::<Vec<_>>());
         let mut g = Gauge::default();
         g.set_value(value);
         m.set_gauge(g);
@@ -254,7 +254,7 @@ impl Families {
             None => self.family(name, help, MetricType::COUNTER),
         };
         let mut m = Metric::default();
-        m.set_label(labels.iter().map(|(k, v)| label(k, v)).collect::<Vec<_>>().into());
+        m.set_label(labels.iter().map(|(k, v)| label(k, v)).collect::<Vec<_>>());
         let mut c = Counter::default();
         c.set_value(value);
         m.set_counter(c);
@@ -269,7 +269,7 @@ impl Families {
         );
         for s in stats.iter().filter(|s| s.calls > 0) {
             let mut m = Metric::default();
-            m.set_label(vec![label("cmd", &s.name)].into());
+            m.set_label(vec![label("cmd", &s.name)]);
             m.set_histogram(histogram_proto(s.calls, s.nanos, &s.buckets));
             fam.mut_metric().push(m);
         }

@@ -89,9 +89,17 @@ impl Subscriber {
     }
 }
 
+/// One shard of the channel table: channel name to its subscribers, in subscription order.
+type ChannelShard = Mutex<HashMap<Vec<u8>, Vec<Arc<Subscriber>>>>;
+
+/// Every subscription of the server.
 #[derive(Default)]
 pub struct PubSub {
-    channels: [Mutex<HashMap<Vec<u8>, Vec<Arc<Subscriber>>>>; SHARDS],
+    /// Channel subscriptions, sharded by the channel's hash so that PUBLISH to
+    /// different channels does not contend.
+    channels: [ChannelShard; SHARDS],
+    /// Pattern subscriptions, read by every PUBLISH and written only by
+    /// PSUBSCRIBE/PUNSUBSCRIBE: a read-write lock, not a mutex.
     patterns: RwLock<Vec<(Vec<u8>, Arc<Subscriber>)>>,
 }
 

@@ -224,7 +224,7 @@ impl ArgBuf {
         self.inline.clear();
         self.source = Source::Inline;
         split_args(line, &mut self.inline, &mut self.spans)
-            .map_err(|()| ProtocolError::new("unbalanced quotes in request"))?;
+            .map_err(|UnbalancedQuotes| ProtocolError::new("unbalanced quotes in request"))?;
         let consumed = newline + 1;
         if self.spans.is_empty() {
             Ok(Parsed::Nothing { consumed })
@@ -394,10 +394,16 @@ pub fn parse_i64_strict(s: &[u8]) -> Option<i64> {
     }
 }
 
+/// An inline line whose quotes do not balance (or a closing quote not followed by a
+/// space): the one way [`split_args`] fails, as `sdssplitargs` returns NULL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnbalancedQuotes;
+
 /// Splits an inline request the way Redis's `sdssplitargs` does. Unquoted bytes are
 /// copied into `out` and each argument's range is pushed to `spans`.
-/// Errors (unbalanced quotes, a closing quote not followed by a space) return `Err(())`.
-pub fn split_args(line: &[u8], out: &mut Vec<u8>, spans: &mut Vec<Range<usize>>) -> Result<(), ()> {
+/// Errors (unbalanced quotes, a closing quote not followed by a space) return
+/// [`UnbalancedQuotes`].
+pub fn split_args(line: &[u8], out: &mut Vec<u8>, spans: &mut Vec<Range<usize>>) -> Result<(), UnbalancedQuotes> {
     // sdssplitargs works on a C string: a NUL byte ends the line (and an open quote
     // before it is then unterminated).
     let line = &line[..line.iter().position(|&b| b == 0).unwrap_or(line.len())];
@@ -416,7 +422,7 @@ pub fn split_args(line: &[u8], out: &mut Vec<u8>, spans: &mut Vec<Range<usize>>)
         loop {
             if in_double {
                 if i >= line.len() {
-                    return Err(());
+                    return Err(UnbalancedQuotes);
                 }
                 let c = line[i];
                 if c == b'\\'
@@ -440,7 +446,7 @@ pub fn split_args(line: &[u8], out: &mut Vec<u8>, spans: &mut Vec<Range<usize>>)
                 } else if c == b'"' {
                     // The closing quote must be followed by a space or the end.
                     if i + 1 < line.len() && !is_space(line[i + 1]) {
-                        return Err(());
+                        return Err(UnbalancedQuotes);
                     }
                     i += 1;
                     break;
@@ -449,7 +455,7 @@ pub fn split_args(line: &[u8], out: &mut Vec<u8>, spans: &mut Vec<Range<usize>>)
                 }
             } else if in_single {
                 if i >= line.len() {
-                    return Err(());
+                    return Err(UnbalancedQuotes);
                 }
                 let c = line[i];
                 if c == b'\\' && i + 1 < line.len() && line[i + 1] == b'\'' {
@@ -457,7 +463,7 @@ pub fn split_args(line: &[u8], out: &mut Vec<u8>, spans: &mut Vec<Range<usize>>)
                     out.push(b'\'');
                 } else if c == b'\'' {
                     if i + 1 < line.len() && !is_space(line[i + 1]) {
-                        return Err(());
+                        return Err(UnbalancedQuotes);
                     }
                     i += 1;
                     break;

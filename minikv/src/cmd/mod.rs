@@ -127,6 +127,10 @@ pub struct Command {
 }
 
 /// Declares a command with the fields most commands use.
+///
+/// Positional on purpose: each command table line reads like a row of Redis's own
+/// command table (name, arity, flags, keys, handler, group, summary, since).
+#[allow(clippy::too_many_arguments)]
 pub const fn cmd(
     name: &'static str,
     arity: i32,

@@ -39,7 +39,7 @@ static PUBSUB_SUBCOMMANDS: &[Command] = &[
 
 /// The client's subscription state, created on first use. The connection loop reads
 /// messages from `Subscriptions::rx` while it waits for input.
-fn subs<'s>(session: &'s mut Session) -> &'s mut Subscriptions {
+fn subs(session: &mut Session) -> &mut Subscriptions {
     let info = session.info.clone();
     session.subs.get_or_insert_with(|| {
         let (subscriber, rx) = Subscriber::new(info);

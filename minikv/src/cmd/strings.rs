@@ -308,12 +308,12 @@ fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         reply_str(&mut ctx.reply, s);
     }
     match (opts.expire, ttl) {
-        (Some(ExpireKind::Persist), _) => {
-            if ctx.keys.expire_at(loc).is_some() {
-                ctx.keys.set_expire(loc, None);
-                ctx.keys.modified(key);
-                ctx.keys.propagate([&b"PERSIST"[..], key].into_iter());
-            }
+        // PERSIST on a key without a TTL changes nothing and logs nothing. (Persist
+        // always comes with `Ttl::Clear`, so the arms below never see it.)
+        (Some(ExpireKind::Persist), _) if ctx.keys.expire_at(loc).is_some() => {
+            ctx.keys.set_expire(loc, None);
+            ctx.keys.modified(key);
+            ctx.keys.propagate([&b"PERSIST"[..], key].into_iter());
         }
         (_, Ttl::At(at)) if at <= ctx.keys.now_ms => {
             // A deadline in the past deletes the key now, as Redis does.

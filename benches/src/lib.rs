@@ -1,0 +1,46 @@
+//! minibench: the mini systems measured side by side with the real ones.
+//!
+//! A number about minikv means little on its own; the same number for Redis, taken on
+//! the same machine, with the same client and the same durability settings, in the
+//! same run, does. So the harness starts both servers as separate processes, drives
+//! them with the real system's own load generator (`redis-benchmark`), alternates
+//! between them round by round so that a noisy neighbour or a warming CPU hurts both
+//! alike, and reports medians, percentiles and the ratio minikv/redis.
+//!
+//! ```text
+//!  kv::run ──> server.rs: redis-server + minikv, temp dirs, free loopback ports
+//!          ──> redis_benchmark.rs: one redis-benchmark per test, CSV parsed
+//!          ──> mass_insert.rs: 1M SETs through `redis-cli --pipe`, then RSS
+//!          ──> report.rs: medians and ratios, markdown tables or JSON
+//! ```
+//!
+//! Every process the harness starts is killed when the harness is done with it, on an
+//! error, and on Ctrl-C ([`process`], [`interrupt`]); every wait has a deadline.
+//!
+//! The criterion micro-benchmarks of minikv's building blocks live next to this
+//! library, in `benches/benches/` (`cargo bench -p minibench`).
+//!
+//! # Example
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), minibench::BenchError> {
+//! let options = minibench::kv::Options::quick();
+//! let report = minibench::kv::run(&options)?;
+//! println!("{}", minibench::report::render_markdown(&report));
+//! # Ok(()) }
+//! ```
+//!
+//! Left out: other machines (client and server always share this one, which caps
+//! both), and other clients than redis-benchmark and redis-cli.
+
+pub mod error;
+pub mod interrupt;
+pub mod kv;
+pub mod mass_insert;
+pub mod process;
+pub mod redis_benchmark;
+pub mod report;
+pub mod server;
+pub mod stats;
+
+pub use error::BenchError;

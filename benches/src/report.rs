@@ -1,0 +1,421 @@
+//! The result of a side-by-side run, and how it is shown: markdown tables for people
+//! (the terminal, `--out`, docs/minikv.md) and JSON for programs (`--json`).
+//!
+//! A failed test is part of the result, never a reason to drop the rest: its cell
+//! says "failed" and the error is listed under the table, so a command minikv does
+//! not implement yet shows up as exactly that.
+
+use serde::Serialize;
+
+use crate::redis_benchmark::Row;
+use crate::server::{Durability, Kind};
+use crate::stats::{median, ratio};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub environment: Environment,
+    pub settings: Settings,
+    /// One comparison per durability x pipeline combination.
+    pub comparisons: Vec<Comparison>,
+    pub memory: Option<MemoryComparison>,
+}
+
+/// What the numbers were measured on, so a reader can tell whether they transfer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Environment {
+    /// `redis-server --version`, e.g. "7.0.15 (jemalloc-5.3.0)".
+    pub redis_version: String,
+    /// `minikv --version`.
+    pub minikv_version: String,
+    pub cpu: String,
+    pub cores: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub clients: u32,
+    pub threads: u32,
+    pub rounds: usize,
+    pub tests: Vec<String>,
+    pub memory_keys: u64,
+    pub value_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub durability: Durability,
+    pub pipeline: u32,
+    pub requests: u64,
+    pub tests: Vec<TestComparison>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TestComparison {
+    /// The `-t` name, e.g. "lpush".
+    pub test: String,
+    pub redis: Side,
+    pub minikv: Side,
+    /// minikv ops/s divided by redis ops/s (medians); above 1 means minikv is faster.
+    pub ops_ratio: Option<f64>,
+}
+
+impl TestComparison {
+    pub fn new(test: &str, redis: Side, minikv: Side) -> TestComparison {
+        let ops_ratio = match (&minikv.median, &redis.median) {
+            (Some(m), Some(r)) => ratio(m.rps, r.rps),
+            _ => None,
+        };
+        TestComparison { test: test.to_string(), redis, minikv, ops_ratio }
+    }
+}
+
+/// One server's results for one test: every round, and their median.
+#[derive(Debug, Clone, Serialize)]
+pub struct Side {
+    pub rounds: Vec<Round>,
+    /// Medians over the rounds; `None` when any round failed.
+    pub median: Option<Summary>,
+    /// The first failure, when a round failed.
+    pub error: Option<String>,
+}
+
+/// One round: redis-benchmark's row, or why there is none.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    pub row: Option<Row>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Summary {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Side {
+    /// Summarises the rounds. A test that failed in any round has no median: a number
+    /// from the rounds that happened to work would hide the failure.
+    pub fn from_rounds(rounds: Vec<Round>) -> Side {
+        let error = rounds.iter().enumerate().find_map(|(i, r)| {
+            r.error.as_ref().map(|e| if rounds.len() > 1 { format!("round {}: {e}", i + 1) } else { e.clone() })
+        });
+        let rows: Vec<&Row> = rounds.iter().filter_map(|r| r.row.as_ref()).collect();
+        let median = if error.is_none() && !rows.is_empty() {
+            let of = |f: fn(&Row) -> f64| median(&rows.iter().map(|r| f(r)).collect::<Vec<_>>());
+            match (of(|r| r.rps), of(|r| r.p50_ms), of(|r| r.p99_ms)) {
+                (Some(rps), Some(p50_ms), Some(p99_ms)) => Some(Summary { rps, p50_ms, p99_ms }),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        Side { rounds, median, error }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryComparison {
+    pub keys: u64,
+    pub value_bytes: usize,
+    pub redis: MemorySide,
+    pub minikv: MemorySide,
+    /// minikv RSS / redis RSS with the keys loaded; below 1 means minikv uses less.
+    pub rss_ratio: Option<f64>,
+    pub used_memory_ratio: Option<f64>,
+}
+
+impl MemoryComparison {
+    pub fn new(keys: u64, value_bytes: usize, redis: MemorySide, minikv: MemorySide) -> MemoryComparison {
+        let both = |f: fn(&MemorySide) -> Option<u64>| match (f(&minikv), f(&redis)) {
+            (Some(m), Some(r)) => ratio(m as f64, r as f64),
+            _ => None,
+        };
+        let rss_ratio = both(|s| s.rss_loaded_bytes);
+        let used_memory_ratio = both(|s| s.used_memory_loaded_bytes);
+        MemoryComparison { keys, value_bytes, redis, minikv, rss_ratio, used_memory_ratio }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MemorySide {
+    pub rss_empty_bytes: Option<u64>,
+    pub rss_loaded_bytes: Option<u64>,
+    pub used_memory_loaded_bytes: Option<u64>,
+    /// DBSIZE after the load: checks that every key arrived.
+    pub keys_loaded: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// The report as markdown: a heading line, one table per comparison, the memory table.
+pub fn render_markdown(report: &Report) -> String {
+    let env = &report.environment;
+    let s = &report.settings;
+    let mut out = String::new();
+    let client = if s.threads > 1 {
+        format!("-c {} --threads {}", s.clients, s.threads)
+    } else {
+        format!("-c {} (its single-threaded client)", s.clients)
+    };
+    out.push_str(&format!(
+        "redis-server {} vs {}, on {} core(s) ({}). redis-benchmark {client}, one run per test, \
+         alternating servers; median of {} round(s). Redis runs commands on one thread, minikv on a worker \
+         thread per core; client and servers share the machine.\n",
+        env.redis_version, env.minikv_version, env.cores, env.cpu, s.rounds
+    ));
+    if s.threads > 1 {
+        out.push_str(
+            "With --threads, redis-benchmark 7.0 rounds each test's duration up to a multiple of 250 ms, \
+             so ops/s are understated by up to 250 ms / duration (more for the faster server); latencies \
+             are exact.\n",
+        );
+    }
+    for c in &report.comparisons {
+        out.push('\n');
+        out.push_str(&render_comparison(c));
+    }
+    if let Some(m) = &report.memory {
+        out.push('\n');
+        out.push_str(&render_memory(m));
+    }
+    out
+}
+
+fn render_comparison(c: &Comparison) -> String {
+    let mut out = format!("#### {}, -P {} ({} requests per test)\n\n", c.durability.describe(), c.pipeline, c.requests);
+    out.push_str("| test | redis ops/s | minikv ops/s | minikv/redis | redis p50 ms | minikv p50 ms | redis p99 ms | minikv p99 ms |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    let mut failures = Vec::new();
+    for t in &c.tests {
+        let cell = |side: &Side, f: fn(&Summary) -> String| match (&side.median, &side.error) {
+            (Some(m), _) => f(m),
+            (None, Some(_)) => "failed".to_string(),
+            (None, None) => "-".to_string(),
+        };
+        for (kind, side) in [(Kind::Redis, &t.redis), (Kind::Minikv, &t.minikv)] {
+            if let Some(e) = &side.error {
+                failures.push(format!("- {} {}: {}", kind.name(), t.test.to_uppercase(), escape(e)));
+            }
+        }
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            t.test.to_uppercase(),
+            cell(&t.redis, |m| thousands(m.rps)),
+            cell(&t.minikv, |m| thousands(m.rps)),
+            t.ops_ratio.map_or("-".to_string(), |r| format!("{r:.2}")),
+            cell(&t.redis, |m| format!("{:.3}", m.p50_ms)),
+            cell(&t.minikv, |m| format!("{:.3}", m.p50_ms)),
+            cell(&t.redis, |m| format!("{:.3}", m.p99_ms)),
+            cell(&t.minikv, |m| format!("{:.3}", m.p99_ms)),
+        ));
+    }
+    if !failures.is_empty() {
+        out.push_str("\nFailed:\n");
+        for f in failures {
+            out.push_str(&f);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// One number of a [`MemorySide`], for the rows of the memory table.
+type MemoryField = fn(&MemorySide) -> Option<u64>;
+
+fn render_memory(m: &MemoryComparison) -> String {
+    let mut out = format!(
+        "#### Memory: {} keys with {}-byte values, persistence off\n\n",
+        thousands(m.keys as f64),
+        m.value_bytes
+    );
+    out.push_str("| | redis | minikv | minikv/redis |\n|---|---:|---:|---:|\n");
+    let bytes = |v: Option<u64>| v.map_or("-".to_string(), mib);
+    let ratio_of = |f: MemoryField| match (f(&m.minikv), f(&m.redis)) {
+        (Some(a), Some(b)) => ratio(a as f64, b as f64).map_or("-".to_string(), |r| format!("{r:.2}")),
+        _ => "-".to_string(),
+    };
+    let rows: [(&str, MemoryField); 3] = [
+        ("RSS, empty", |s| s.rss_empty_bytes),
+        ("RSS, loaded", |s| s.rss_loaded_bytes),
+        ("used_memory, loaded", |s| s.used_memory_loaded_bytes),
+    ];
+    for (label, f) in rows {
+        out.push_str(&format!("| {label} | {} | {} | {} |\n", bytes(f(&m.redis)), bytes(f(&m.minikv)), ratio_of(f)));
+    }
+    let keys = |v: Option<u64>| v.map_or("-".to_string(), |k| thousands(k as f64));
+    out.push_str(&format!(
+        "| keys loaded (DBSIZE) | {} | {} | |\n",
+        keys(m.redis.keys_loaded),
+        keys(m.minikv.keys_loaded)
+    ));
+    let mut failures = Vec::new();
+    for (kind, side) in [(Kind::Redis, &m.redis), (Kind::Minikv, &m.minikv)] {
+        if let Some(e) = &side.error {
+            failures.push(format!("- {}: {}", kind.name(), escape(e)));
+        }
+    }
+    if !failures.is_empty() {
+        out.push_str("\nFailed:\n");
+        out.push_str(&failures.join("\n"));
+        out.push('\n');
+    }
+    out
+}
+
+/// Whole number with thousands separators: 123456.7 -> "123,457".
+pub fn thousands(v: f64) -> String {
+    let n = v.round().max(0.0) as u64;
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes as MiB with one decimal.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// Makes an error message safe to put on one markdown line.
+fn escape(s: &str) -> String {
+    s.replace('|', "\\|").replace(['\r', '\n'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(rps: f64, p50: f64, p99: f64) -> Round {
+        Round {
+            row: Some(Row {
+                test: "SET".into(),
+                rps,
+                avg_ms: 0.0,
+                min_ms: 0.0,
+                p50_ms: p50,
+                p95_ms: 0.0,
+                p99_ms: p99,
+                max_ms: 0.0,
+            }),
+            error: None,
+        }
+    }
+
+    fn failed(msg: &str) -> Round {
+        Round { row: None, error: Some(msg.into()) }
+    }
+
+    #[test]
+    fn side_takes_the_median_of_each_column_separately() {
+        let side = Side::from_rounds(vec![row(100.0, 0.5, 3.0), row(300.0, 0.1, 1.0), row(200.0, 0.3, 9.0)]);
+        assert_eq!(side.median, Some(Summary { rps: 200.0, p50_ms: 0.3, p99_ms: 3.0 }));
+        assert_eq!(side.error, None);
+    }
+
+    #[test]
+    fn one_failed_round_means_no_median() {
+        let side = Side::from_rounds(vec![row(100.0, 0.5, 3.0), failed("timed out")]);
+        assert_eq!(side.median, None);
+        assert_eq!(side.error.as_deref(), Some("round 2: timed out"));
+    }
+
+    #[test]
+    fn ratio_is_minikv_over_redis_and_needs_both() {
+        let redis = Side::from_rounds(vec![row(100.0, 0.5, 3.0)]);
+        let minikv = Side::from_rounds(vec![row(150.0, 0.5, 3.0)]);
+        assert_eq!(TestComparison::new("set", redis.clone(), minikv).ops_ratio, Some(1.5));
+        let broken = Side::from_rounds(vec![failed("ERR unknown command")]);
+        assert_eq!(TestComparison::new("set", redis, broken).ops_ratio, None);
+    }
+
+    #[test]
+    fn formats_numbers_for_people() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+        assert_eq!(thousands(123456.7), "123,457");
+        assert_eq!(thousands(1_234_567.0), "1,234,567");
+        assert_eq!(mib(3 * 1024 * 1024 / 2), "1.5 MiB");
+    }
+
+    fn sample_report() -> Report {
+        let redis = Side::from_rounds(vec![row(100_000.0, 0.25, 0.5)]);
+        let minikv = Side::from_rounds(vec![row(120_000.0, 0.2, 0.45)]);
+        let unknown = Side::from_rounds(vec![failed("server replied with an error: ERR unknown command 'lpush' | x")]);
+        Report {
+            environment: Environment {
+                redis_version: "7.0.15".into(),
+                minikv_version: "minikv 0.1.0".into(),
+                cpu: "Test CPU".into(),
+                cores: 2,
+            },
+            settings: Settings {
+                clients: 50,
+                threads: 2,
+                rounds: 1,
+                tests: vec!["set".into(), "lpush".into()],
+                memory_keys: 1_000_000,
+                value_bytes: 100,
+            },
+            comparisons: vec![Comparison {
+                durability: Durability::Off,
+                pipeline: 1,
+                requests: 100_000,
+                tests: vec![
+                    TestComparison::new("set", redis.clone(), minikv),
+                    TestComparison::new("lpush", redis, unknown),
+                ],
+            }],
+            memory: Some(MemoryComparison::new(
+                1_000_000,
+                100,
+                MemorySide {
+                    rss_empty_bytes: Some(8 << 20),
+                    rss_loaded_bytes: Some(100 << 20),
+                    used_memory_loaded_bytes: Some(90 << 20),
+                    keys_loaded: Some(1_000_000),
+                    error: None,
+                },
+                MemorySide { rss_empty_bytes: Some(4 << 20), error: Some("load failed".into()), ..Default::default() },
+            )),
+        }
+    }
+
+    #[test]
+    fn renders_a_table_per_comparison_with_failures_listed() {
+        let md = render_markdown(&sample_report());
+        assert!(md.contains("#### persistence off, -P 1 (100000 requests per test)"), "{md}");
+        assert!(md.contains("| SET | 100,000 | 120,000 | 1.20 | 0.250 | 0.200 | 0.500 | 0.450 |"), "{md}");
+        assert!(md.contains("| LPUSH | 100,000 | failed | - | 0.250 | failed | 0.500 | failed |"), "{md}");
+        // The pipe in the message would split the table cell; it is escaped.
+        assert!(md.contains("- minikv LPUSH: server replied with an error: ERR unknown command 'lpush' \\| x"), "{md}");
+        assert!(md.contains("| RSS, empty | 8.0 MiB | 4.0 MiB | 0.50 |"), "{md}");
+        assert!(md.contains("| RSS, loaded | 100.0 MiB | - | - |"), "{md}");
+        assert!(md.contains("| keys loaded (DBSIZE) | 1,000,000 | - | |"), "{md}");
+        assert!(md.contains("- minikv: load failed"), "{md}");
+        // Every table row has the same number of cells as its header.
+        for table_line in md.lines().filter(|l| l.starts_with('|')) {
+            let cells = table_line.replace("\\|", "").matches('|').count();
+            assert!(cells == 9 || cells == 5, "{table_line}");
+        }
+    }
+
+    #[test]
+    fn json_has_the_medians_and_the_errors() {
+        let json = serde_json::to_value(sample_report()).expect("serializes");
+        let set = &json["comparisons"][0]["tests"][0];
+        assert_eq!(set["test"], "set");
+        assert_eq!(set["minikv"]["median"]["rps"], 120_000.0);
+        assert_eq!(set["ops_ratio"], 1.2);
+        assert_eq!(json["comparisons"][0]["durability"], "off");
+        let lpush = &json["comparisons"][0]["tests"][1];
+        assert!(lpush["minikv"]["median"].is_null());
+        assert!(lpush["minikv"]["error"].as_str().is_some_and(|e| e.contains("unknown command")));
+        assert_eq!(json["memory"]["rss_ratio"], serde_json::Value::Null);
+    }
+}

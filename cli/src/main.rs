@@ -1,0 +1,50 @@
+//! `mini`: run the mini systems on your machine, and measure them against the real ones.
+//!
+//! ```text
+//! mini up                      start every system locally, until Ctrl-C
+//! mini bench kv                minikv vs redis-server 7.0, side by side
+//! ```
+//!
+//! This crate only parses the command line and calls the libraries (`minikv`,
+//! `minibench`): no system logic lives here, so what you read in a system's crate is
+//! all there is to it.
+
+mod bench;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+// The same counting allocator as the `minikv` binary, so that `used_memory` and
+// `maxmemory` work for the minikv that `mini up` runs in this process.
+#[global_allocator]
+static ALLOC: minikv::memory::CountingAlloc = minikv::memory::CountingAlloc;
+
+#[derive(Parser)]
+#[command(name = "mini", version, about = "Run the mini systems locally, and benchmark them against the real ones.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the systems locally (data under ./.mini/) until Ctrl-C.
+    Up(up::UpArgs),
+    /// Side-by-side benchmarks against the real systems.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() {
+    minikv::memory::mark_installed();
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match cli.command {
+        Command::Up(args) => up::run(args),
+        Command::Bench(command) => bench::run(command),
+    };
+    std::process::exit(code);
+}
