@@ -18,6 +18,65 @@ pub struct Report {
     /// One comparison per durability x pipeline combination.
     pub comparisons: Vec<Comparison>,
     pub memory: Option<MemoryComparison>,
+    /// The bars minikv is held to, checked against the figures above.
+    pub bars: Vec<BarCheck>,
+}
+
+impl Report {
+    pub fn new(
+        environment: Environment,
+        settings: Settings,
+        comparisons: Vec<Comparison>,
+        memory: Option<MemoryComparison>,
+    ) -> Report {
+        let bars = check_bars(&comparisons, memory.as_ref());
+        Report { environment, settings, comparisons, memory, bars }
+    }
+}
+
+/// The tests whose throughput has a bar: the two commands every cache lives on.
+pub const THROUGHPUT_BAR_TESTS: [&str; 2] = ["set", "get"];
+/// minikv ops/s over Redis ops/s must be at least this, for each of
+/// [`THROUGHPUT_BAR_TESTS`], at every pipeline depth and durability setting.
+pub const MIN_OPS_RATIO: f64 = 1.0;
+/// minikv RSS over Redis RSS with the memory test's keys loaded must be at most this.
+pub const MAX_RSS_RATIO: f64 = 1.5;
+
+/// One bar and whether the run met it. These are minimums, not targets: a run that
+/// meets them says the design is sound, not that there is nothing left to win.
+#[derive(Debug, Clone, Serialize)]
+pub struct BarCheck {
+    /// What is measured, e.g. "SET ops/s, persistence off, -P 16".
+    pub what: String,
+    /// The bar as people read it, e.g. ">= 1.00x redis".
+    pub bar: String,
+    /// The measured ratio, `None` when a side failed (which misses the bar).
+    pub measured: Option<f64>,
+    pub met: bool,
+}
+
+/// Checks every bar against the run's figures.
+pub fn check_bars(comparisons: &[Comparison], memory: Option<&MemoryComparison>) -> Vec<BarCheck> {
+    let mut bars = Vec::new();
+    for c in comparisons {
+        for t in c.tests.iter().filter(|t| THROUGHPUT_BAR_TESTS.contains(&t.test.as_str())) {
+            bars.push(BarCheck {
+                what: format!("{} ops/s, {}, -P {}", t.test.to_uppercase(), c.durability.describe(), c.pipeline),
+                bar: format!(">= {MIN_OPS_RATIO:.2}x redis"),
+                measured: t.ops_ratio,
+                met: t.ops_ratio.is_some_and(|r| r >= MIN_OPS_RATIO),
+            });
+        }
+    }
+    if let Some(m) = memory {
+        bars.push(BarCheck {
+            what: format!("RSS with {} keys loaded", thousands(m.keys as f64)),
+            bar: format!("<= {MAX_RSS_RATIO:.2}x redis"),
+            measured: m.rss_ratio,
+            met: m.rss_ratio.is_some_and(|r| r <= MAX_RSS_RATIO),
+        });
+    }
+    bars
 }
 
 /// What the numbers were measured on, so a reader can tell whether they transfer.
@@ -177,6 +236,21 @@ pub fn render_markdown(report: &Report) -> String {
     if let Some(m) = &report.memory {
         out.push('\n');
         out.push_str(&render_memory(m));
+    }
+    if !report.bars.is_empty() {
+        out.push('\n');
+        out.push_str(&render_bars(&report.bars));
+    }
+    out
+}
+
+fn render_bars(bars: &[BarCheck]) -> String {
+    let met = bars.iter().filter(|b| b.met).count();
+    let mut out = format!("#### Bars: {met} of {} met\n\n", bars.len());
+    out.push_str("| what | bar | minikv/redis | met |\n|---|---|---:|---|\n");
+    for b in bars {
+        let measured = b.measured.map_or("-".to_string(), |r| format!("{r:.2}"));
+        out.push_str(&format!("| {} | {} | {measured} | {} |\n", b.what, b.bar, if b.met { "yes" } else { "**no**" }));
     }
     out
 }
@@ -347,14 +421,14 @@ mod tests {
         let redis = Side::from_rounds(vec![row(100_000.0, 0.25, 0.5)]);
         let minikv = Side::from_rounds(vec![row(120_000.0, 0.2, 0.45)]);
         let unknown = Side::from_rounds(vec![failed("server replied with an error: ERR unknown command 'lpush' | x")]);
-        Report {
-            environment: Environment {
+        Report::new(
+            Environment {
                 redis_version: "7.0.15".into(),
                 minikv_version: "minikv 0.1.0".into(),
                 cpu: "Test CPU".into(),
                 cores: 2,
             },
-            settings: Settings {
+            Settings {
                 clients: 50,
                 threads: 2,
                 rounds: 1,
@@ -362,7 +436,7 @@ mod tests {
                 memory_keys: 1_000_000,
                 value_bytes: 100,
             },
-            comparisons: vec![Comparison {
+            vec![Comparison {
                 durability: Durability::Off,
                 pipeline: 1,
                 requests: 100_000,
@@ -371,7 +445,7 @@ mod tests {
                     TestComparison::new("lpush", redis, unknown),
                 ],
             }],
-            memory: Some(MemoryComparison::new(
+            Some(MemoryComparison::new(
                 1_000_000,
                 100,
                 MemorySide {
@@ -383,7 +457,33 @@ mod tests {
                 },
                 MemorySide { rss_empty_bytes: Some(4 << 20), error: Some("load failed".into()), ..Default::default() },
             )),
-        }
+        )
+    }
+
+    #[test]
+    fn bars_hold_set_and_get_to_redis_and_a_failed_side_misses() {
+        let report = sample_report();
+        let bars: Vec<(&str, Option<f64>, bool)> =
+            report.bars.iter().map(|b| (b.what.as_str(), b.measured, b.met)).collect();
+        assert_eq!(
+            bars,
+            [("SET ops/s, persistence off, -P 1", Some(1.2), true), ("RSS with 1,000,000 keys loaded", None, false),],
+            "LPUSH has no bar; a memory test that failed misses its bar"
+        );
+        let slower = TestComparison::new(
+            "get",
+            Side::from_rounds(vec![row(100_000.0, 0.25, 0.5)]),
+            Side::from_rounds(vec![row(99_000.0, 0.25, 0.5)]),
+        );
+        let c = Comparison { durability: Durability::AofEverysec, pipeline: 16, requests: 1, tests: vec![slower] };
+        let checked = check_bars(&[c], None);
+        assert!(!checked[0].met, "0.99x misses a 1.0x bar");
+        let md = render_bars(&checked);
+        assert!(md.contains("#### Bars: 0 of 1 met"), "{md}");
+        assert!(
+            md.contains("| GET ops/s, AOF, appendfsync everysec, -P 16 | >= 1.00x redis | 0.99 | **no** |"),
+            "{md}"
+        );
     }
 
     #[test]

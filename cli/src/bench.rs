@@ -18,16 +18,17 @@ pub struct KvArgs {
     /// Print the results as JSON on stdout instead of markdown tables.
     #[arg(long)]
     json: bool,
-    /// Requests per test at -P 1; -P 16 runs ten times as many [default: 100000, or
+    /// Requests per test at -P 1; -P 16 runs ten times as many [default: 500000, or
     /// 2000 with --quick].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     requests: Option<u64>,
     /// Rounds per server; each test reports the median [default: 3, or 1 with --quick].
     #[arg(long, value_name = "R", value_parser = clap::value_parser!(u64).range(1..=100))]
     rounds: Option<u64>,
-    /// redis-benchmark client threads (--threads T). The default 1 runs its classic
-    /// single-threaded client, whose timing is exact; with --threads, redis-benchmark
-    /// 7.0 rounds each test's duration up to a multiple of 250 ms.
+    /// redis-benchmark client threads (--threads T), 2 as the benchmark is specified.
+    /// With --threads, redis-benchmark 7.0 rounds each test's duration up to a
+    /// multiple of 250 ms, so short runs are coarse; 1 runs its classic
+    /// single-threaded client, whose timing is exact.
     #[arg(long, value_name = "T", default_value_t = kv::CLIENT_THREADS, value_parser = clap::value_parser!(u32).range(1..=64))]
     client_threads: u32,
     /// A smoke test: tiny loads, one round, 20000 keys for the memory test.
@@ -107,9 +108,9 @@ mod tests {
     #[test]
     fn defaults_are_the_full_benchmark() {
         let o = options(&parse(&["kv"]));
-        assert_eq!((o.requests_p1, o.requests_p16, o.rounds, o.memory_keys), (100_000, 1_000_000, 3, 1_000_000));
-        assert_eq!(o.client_threads, 1);
-        assert_eq!(options(&parse(&["kv", "--client-threads", "2"])).client_threads, 2);
+        assert_eq!((o.requests_p1, o.requests_p16, o.rounds, o.memory_keys), (500_000, 5_000_000, 3, 1_000_000));
+        assert_eq!(o.client_threads, 2);
+        assert_eq!(options(&parse(&["kv", "--client-threads", "1"])).client_threads, 1);
     }
 
     #[test]

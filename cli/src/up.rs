@@ -25,6 +25,9 @@ pub struct UpArgs {
     /// on this port + 10000.
     #[arg(long, default_value_t = 7379)]
     pub port: u16,
+    /// minikv's admin HTTP port [default: --port + 10000]; 0 turns the endpoint off.
+    #[arg(long, value_name = "PORT")]
+    pub admin_port: Option<u16>,
 }
 
 /// A system `mini up` runs.
@@ -57,15 +60,19 @@ const SERVICES: &[Service] = &[Service { name: "minikv", start: start_minikv }];
 fn start_minikv(args: &UpArgs) -> Starting {
     let dir = args.dir.join("minikv");
     let port = args.port;
+    let admin_port = args.admin_port;
     Box::pin(async move {
         std::fs::create_dir_all(&dir).map_err(|e| format!("can't create {}: {e}", dir.display()))?;
         let config = minikv::config::Config::new();
-        let settings = [
+        let mut settings = vec![
             ("port", port.to_string()),
             ("dir", dir.display().to_string()),
             ("appendonly", "yes".to_string()),
             ("appendfsync", "everysec".to_string()),
         ];
+        if let Some(admin) = admin_port {
+            settings.push(("admin-port", admin.to_string()));
+        }
         for (name, value) in settings {
             config.set(name, &value, false).map_err(|e| format!("{name} {value}: {e}"))?;
         }
@@ -78,8 +85,9 @@ fn start_minikv(args: &UpArgs) -> Starting {
         }
         let notes = vec![
             format!(
-                "durability: appendonly yes, appendfsync everysec: writes go to the AOF in {}, fsynced \
-                 once a second, so a crash loses at most about the last second of acknowledged writes",
+                "durability: appendonly yes, appendfsync everysec: a write reaches the AOF in {} before \
+                 its reply and is fsynced within a second, so a killed process loses nothing and a power \
+                 loss at most about the last second of acknowledged writes",
                 shown(&dir.join("appendonlydir"))
             ),
             format!("try: redis-cli -p {} set hello world", running.addr.port()),
