@@ -45,7 +45,7 @@ struct MiniUp {
 
 impl MiniUp {
     fn start(cwd: &Path, args: &[&str]) -> MiniUp {
-        let child = Command::new(env!("CARGO_BIN_EXE_mini"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mini"))
             .arg("up")
             .args(args)
             .current_dir(cwd)
@@ -54,9 +54,8 @@ impl MiniUp {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn mini up");
-        let mut up = MiniUp { child, lines: mpsc::channel().1, stdout: Vec::new() };
-        let stdout = up.child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
@@ -64,7 +63,7 @@ impl MiniUp {
                 }
             }
         });
-        up.lines = rx;
+        let mut up = MiniUp { child, lines, stdout: Vec::new() };
         up.wait_for_line(READY_LINE, START_TIMEOUT);
         up
     }
