@@ -2,14 +2,18 @@
 //!
 //! ```text
 //! mini up                      start every system locally, until Ctrl-C
+//! mini log topics|produce|consume|groups
+//!                              use a Kafka broker (minilog or a real one) from the shell
 //! mini bench kv                minikv vs redis-server 7.0, side by side
+//! mini bench log               minilog vs Redis Streams and NATS JetStream
 //! ```
 //!
 //! This crate only parses the command line and calls the libraries (`minikv`,
-//! `minibench`): no system logic lives here, so what you read in a system's crate is
+//! `minilog`, `minibench`): no system logic lives here, so what you read in a system's crate is
 //! all there is to it.
 
 mod bench;
+mod log;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +34,8 @@ struct Cli {
 enum Command {
     /// Start the systems locally (data under ./.mini/) until Ctrl-C.
     Up(up::UpArgs),
+    /// Topics, produce, consume and groups on a Kafka broker (minilog or Kafka).
+    Log(log::LogArgs),
     /// Side-by-side benchmarks against the real systems.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -44,6 +50,7 @@ fn main() {
         .init();
     let code = match cli.command {
         Command::Up(args) => up::run(args),
+        Command::Log(args) => log::run(args),
         Command::Bench(command) => bench::run(command),
     };
     std::process::exit(code);

@@ -4,7 +4,8 @@
 //! reach it and how to stop it. [`SERVICES`] lists them; adding a system to `mini up`
 //! is adding one entry. `mini up` starts them in order, prints their endpoints, waits
 //! for Ctrl-C or SIGTERM, then stops them all gracefully (each one's own shutdown:
-//! minikv drains its clients and syncs its AOF) and exits 0.
+//! minikv drains its clients and syncs its AOF, minilog drains and fsyncs its
+//! partitions) and exits 0.
 //!
 //! Data lives under `--dir` (default `./.mini/`), one directory per system, so a
 //! second `mini up` finds the data of the first.
@@ -28,6 +29,12 @@ pub struct UpArgs {
     /// minikv's admin HTTP port [default: --port + 10000]; 0 turns the endpoint off.
     #[arg(long, value_name = "PORT")]
     pub admin_port: Option<u16>,
+    /// minilog's Kafka port.
+    #[arg(long, default_value_t = 9092)]
+    pub kafka_port: u16,
+    /// minilog's admin HTTP port [default: --kafka-port + 10000]; 0 turns it off.
+    #[arg(long, value_name = "PORT")]
+    pub kafka_admin_port: Option<u16>,
 }
 
 /// A system `mini up` runs.
@@ -53,7 +60,8 @@ struct Started {
 }
 
 /// Every system `mini up` starts, in start order.
-const SERVICES: &[Service] = &[Service { name: "minikv", start: start_minikv }];
+const SERVICES: &[Service] =
+    &[Service { name: "minikv", start: start_minikv }, Service { name: "minilog", start: start_minilog }];
 
 /// minikv with the embedded defaults: port 7379 (admin 17379), AOF on with
 /// `appendfsync everysec`, data in `<dir>/minikv`.
@@ -91,6 +99,36 @@ fn start_minikv(args: &UpArgs) -> Starting {
                 shown(&dir.join("appendonlydir"))
             ),
             format!("try: redis-cli -p {} set hello world", running.addr.port()),
+        ];
+        let shutdown = running.server.shutdown.clone();
+        Ok(Started {
+            endpoints,
+            notes,
+            stop: Box::new(move || shutdown.trigger()),
+            stopped: tokio::spawn(running.wait()),
+        })
+    })
+}
+
+/// minilog with the embedded defaults: port 9092 (admin 19092), one partition per
+/// auto-created topic, `--flush os` (Kafka's default), data in `<dir>/minilog`.
+fn start_minilog(args: &UpArgs) -> Starting {
+    let dir = args.dir.join("minilog");
+    let listen = SocketAddr::from(([127, 0, 0, 1], args.kafka_port));
+    let admin_port = args.kafka_admin_port;
+    Box::pin(async move {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("can't create {}: {e}", dir.display()))?;
+        let mut config = minilog::config::BrokerConfig::with_dir(&dir, listen);
+        config.admin_port = admin_port;
+        let promise = config.flush.promise();
+        let running = minilog::start(config).await?;
+        let mut endpoints = vec![("kafka", running.addr.to_string())];
+        if let Some(admin) = running.admin_addr {
+            endpoints.push(("admin", http_url(admin, "/metrics")));
+        }
+        let notes = vec![
+            format!("durability: --flush os: {promise}; segments in {}", shown(&dir)),
+            format!("try: mini log -b {0} produce demo hello && kcat -b {0} -C -t demo -e", running.addr),
         ];
         let shutdown = running.server.shutdown.clone();
         Ok(Started {

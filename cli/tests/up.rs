@@ -119,6 +119,20 @@ impl Drop for MiniUp {
     }
 }
 
+/// Runs the `mini` binary with `args`; returns its stdout, failing the test on an error.
+fn mini(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mini")).args(args).stdin(Stdio::null()).output().expect("run mini");
+    assert!(out.status.success(), "mini {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs kcat (Debian's, librdkafka 2.0.2) with `args`; returns its trimmed stdout.
+fn kcat(args: &[&str]) -> String {
+    let out = Command::new("kcat").args(args).stdin(Stdio::null()).output().expect("run kcat (apt-get install kcat)");
+    assert!(out.status.success(), "kcat {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Runs redis-cli with `args` against 127.0.0.1:`port`; returns its trimmed stdout.
 fn redis_cli(port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
@@ -143,11 +157,24 @@ fn http_status(port: u16, path: &str) -> String {
 #[test]
 fn mini_up_serves_redis_clients_and_stops_gracefully_on_ctrl_c_and_sigterm() {
     let cwd = tempfile::tempdir().expect("temp dir");
-    let (port, admin) = (free_port(), free_port());
+    let (port, admin, kafka, kafka_admin) = (free_port(), free_port(), free_port(), free_port());
     let (port_arg, admin_arg) = (port.to_string(), admin.to_string());
+    let (kafka_arg, kafka_admin_arg) = (kafka.to_string(), kafka_admin.to_string());
 
     // First run: default data directory, stopped by Ctrl-C.
-    let mut up = MiniUp::start(cwd.path(), &["--port", &port_arg, "--admin-port", &admin_arg]);
+    let mut up = MiniUp::start(
+        cwd.path(),
+        &[
+            "--port",
+            &port_arg,
+            "--admin-port",
+            &admin_arg,
+            "--kafka-port",
+            &kafka_arg,
+            "--kafka-admin-port",
+            &kafka_admin_arg,
+        ],
+    );
     let printed = up.printed();
     assert!(printed.contains(&format!("redis://127.0.0.1:{port}")), "{printed}");
     assert!(printed.contains(&format!("http://127.0.0.1:{admin}/metrics")), "{printed}");
@@ -162,6 +189,17 @@ fn mini_up_serves_redis_clients_and_stops_gracefully_on_ctrl_c_and_sigterm() {
     assert_eq!(http_status(admin, "/healthz"), "HTTP/1.1 200 OK");
     assert_eq!(http_status(admin, "/readyz"), "HTTP/1.1 200 OK");
 
+    // minilog: the printed line to try, run as printed (mini log, then kcat).
+    let bootstrap = format!("127.0.0.1:{kafka}");
+    let try_line = format!("try: mini log -b {bootstrap} produce demo hello && kcat -b {bootstrap} -C -t demo -e");
+    assert!(printed.contains(&try_line), "{printed}");
+    assert!(printed.contains("--flush os"), "the broker's durability promise is printed:\n{printed}");
+    let produced = mini(&["log", "-b", &bootstrap, "produce", "demo", "hello"]);
+    assert!(produced.contains("partition 0 offset 0"), "{produced}");
+    assert_eq!(kcat(&["-b", &bootstrap, "-C", "-t", "demo", "-e", "-q"]), "hello");
+    assert_eq!(http_status(kafka_admin, "/readyz"), "HTTP/1.1 200 OK");
+    assert!(cwd.path().join(".mini/minilog/demo-0/00000000000000000000.log").is_file(), "minilog data under ./.mini/");
+
     let status = up.stop_with(libc::SIGINT);
     assert!(status.success(), "Ctrl-C is a clean exit, got {status}; it printed:\n{}", up.printed());
     assert!(up.stdout.iter().any(|l| l == "stopped"), "{}", up.printed());
@@ -169,8 +207,24 @@ fn mini_up_serves_redis_clients_and_stops_gracefully_on_ctrl_c_and_sigterm() {
     // Second run on the same data, named with --dir, stopped by SIGTERM.
     let dir = cwd.path().join(".mini");
     let dir_arg = dir.to_str().expect("utf-8 temp path");
-    let mut up = MiniUp::start(Path::new("/"), &["--port", &port_arg, "--admin-port", "0", "--dir", dir_arg]);
+    let mut up = MiniUp::start(
+        Path::new("/"),
+        &[
+            "--port",
+            &port_arg,
+            "--admin-port",
+            "0",
+            "--kafka-port",
+            &kafka_arg,
+            "--kafka-admin-port",
+            "0",
+            "--dir",
+            dir_arg,
+        ],
+    );
     assert_eq!(redis_cli(port, &["get", "hello"]), "world", "the second mini up serves the first one's data");
+    let consumed = mini(&["log", "-b", &bootstrap, "consume", "demo", "--from-beginning", "--exit"]);
+    assert_eq!(consumed.trim(), "0 0  hello", "the broker kept its log across the restart");
     assert!(!up.printed().contains("/metrics"), "--admin-port 0 turns the admin endpoint off:\n{}", up.printed());
     let status = up.stop_with(libc::SIGTERM);
     assert!(status.success(), "SIGTERM is a clean exit, got {status}; it printed:\n{}", up.printed());
@@ -182,7 +236,7 @@ fn a_taken_port_is_a_clear_error_not_a_hang() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("local_addr").port();
     let out = Command::new(env!("CARGO_BIN_EXE_mini"))
-        .args(["up", "--port", &port.to_string(), "--admin-port", "0"])
+        .args(["up", "--port", &port.to_string(), "--admin-port", "0", "--kafka-port", &free_port().to_string()])
         .current_dir(cwd.path())
         .stdin(Stdio::null())
         .output()
