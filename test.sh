@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Installs what the tests need when it is missing:
 #   Debian packages: redis-server and redis-tools (the real Redis 7.0 the tests compare
-#                    against, redis-cli and redis-benchmark), python3 and python3-venv;
-#   PyPI packages:   redis (redis-py) and pytest, in a virtualenv at .venv-tests/.
+#                    against, redis-cli and redis-benchmark), kcat (the Kafka client the
+#                    minilog suites drive, with librdkafka 2.0.2), nats-server (for the
+#                    side-by-side benchmarks), python3 and python3-venv;
+#   PyPI packages:   redis (redis-py), pytest, confluent-kafka and kafka-python, in a
+#                    virtualenv at .venv-tests/ (minilog's Rust crash test uses it too).
 # It works as root on a fresh Debian machine. Elsewhere it says what is missing and stops.
 #
 # Usage: ./test.sh            everything (what CI runs through .ci/run)
 #        ./test.sh --rust     only the Rust tests
-#        ./test.sh --python   only the Python (redis-py, redis-cli, differential) tests
+#        ./test.sh --python   only the Python (redis-py, redis-cli, differential, Kafka client) tests
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -26,6 +29,8 @@ say() { printf '\n==> %s\n' "$*"; }
 missing_debs=()
 command -v redis-server >/dev/null 2>&1 || missing_debs+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 && command -v redis-benchmark >/dev/null 2>&1 || missing_debs+=(redis-tools)
+command -v kcat >/dev/null 2>&1 || missing_debs+=(kcat)
+command -v nats-server >/dev/null 2>&1 || missing_debs+=(nats-server)
 command -v python3 >/dev/null 2>&1 || missing_debs+=(python3)
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   missing_debs+=(python3-venv)
@@ -57,15 +62,16 @@ case "$redis_version" in
 esac
 
 # ---- Python test environment ----------------------------------------------
+# Needed by the Python suites and by minilog/tests/crash.rs (its load comes from confluent-kafka).
 venv=.venv-tests
-if ((want_python)); then
+if ((want_python || want_rust)); then
   if [[ ! -x $venv/bin/python ]]; then
     say "creating $venv"
     python3 -m venv "$venv"
   fi
-  if ! "$venv/bin/python" -c 'import redis, pytest' >/dev/null 2>&1; then
-    say "installing PyPI packages: redis pytest"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check redis pytest
+  if ! "$venv/bin/python" -c 'import redis, pytest, confluent_kafka, kafka' >/dev/null 2>&1; then
+    say "installing PyPI packages: redis pytest confluent-kafka kafka-python"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check redis pytest confluent-kafka kafka-python
   fi
 fi
 
@@ -86,6 +92,8 @@ fi
 if ((want_python)); then
   say "python tests (redis-py, redis-cli, redis-benchmark, differential vs redis-server $redis_version)"
   MINIKV_BIN="$PWD/target/debug/minikv" "$venv/bin/python" -m pytest minikv/tests/py -q
+  say "python tests (minilog with kcat, confluent-kafka, kafka-python)"
+  MINILOG_BIN="$PWD/target/debug/minilog" "$venv/bin/python" -m pytest minilog/tests/py -q
 fi
 
 say "all tests passed"

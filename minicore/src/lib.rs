@@ -7,8 +7,11 @@
 //! - [`lifecycle`]: the TCP accept loop with a connection limit and graceful shutdown on
 //!   SIGINT/SIGTERM that lets in-flight replies drain.
 //! - [`admin`]: the admin HTTP listener with `/metrics`, `/healthz` and `/readyz`.
+//! - [`alloc`]: an allocator adapter that keeps a decoder's absurd capacity request
+//!   (from a malformed frame) from aborting the process.
 
 pub mod record_log;
 
 pub mod admin;
+pub mod alloc;
 pub mod lifecycle;

@@ -48,10 +48,14 @@ fn add(delta: i64) {
 /// The system allocator, counted.
 pub struct CountingAlloc;
 
+/// Where the memory comes from: the system allocator, with huge requests mapped lazily so
+/// that a decoder's bogus capacity cannot abort the process (see [`minicore::alloc`]).
+static INNER: minicore::alloc::ReserveHuge<System> = minicore::alloc::ReserveHuge(System);
+
 unsafe impl GlobalAlloc for CountingAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
+        let p = INNER.alloc(layout);
         if !p.is_null() {
             add(layout.size() as i64);
         }
@@ -60,7 +64,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc_zeroed(layout);
+        let p = INNER.alloc_zeroed(layout);
         if !p.is_null() {
             add(layout.size() as i64);
         }
@@ -69,13 +73,13 @@ unsafe impl GlobalAlloc for CountingAlloc {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
+        INNER.dealloc(ptr, layout);
         add(-(layout.size() as i64));
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, new_size);
+        let p = INNER.realloc(ptr, layout, new_size);
         if !p.is_null() {
             add(new_size as i64 - layout.size() as i64);
         }

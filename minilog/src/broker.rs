@@ -29,7 +29,8 @@ use uuid::Uuid;
 
 use crate::config::{BrokerConfig, FlushPolicy, InvalidConfig, TopicConfig};
 use crate::metrics::Metrics;
-use crate::storage::{AppendError, AppendInfo, PartitionLog};
+use crate::producer_state::{last_sequence, ProducerStates, SequenceError, SequencedBatch, Verdict};
+use crate::storage::{AppendError, AppendInfo, BatchHeader, PartitionLog};
 
 /// Kafka's name for the internal topic that holds committed consumer offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -62,6 +63,9 @@ pub struct Partition {
     /// A parking_lot mutex, not a tokio one: no await happens while it is held, and an
     /// append is a header walk plus one write(2).
     pub log: Mutex<PartitionLog>,
+    /// Idempotent producers' sequence numbers. Locked before `log` by appends, so the
+    /// check and the write are one step.
+    producers: Mutex<ProducerStates>,
     /// The offset below which everything is fsynced. Produces that must wait for
     /// durability watch it.
     flushed: tokio::sync::watch::Sender<i64>,
@@ -152,8 +156,21 @@ pub enum CreateTopicError {
 pub enum ProduceError {
     #[error(transparent)]
     Append(#[from] AppendError),
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
+    #[error("transactional and control batches need a transaction coordinator, which minilog does not have")]
+    Transactional,
     #[error("fsync failed: {0}")]
     Sync(io::Error),
+}
+
+/// What an append did.
+#[derive(Clone, Copy, Debug)]
+pub struct Appended {
+    pub info: AppendInfo,
+    /// The batch was a retry of one already in the log (same producer and sequences):
+    /// nothing was written and `info.base_offset` is where the original went.
+    pub duplicate: bool,
 }
 
 /// The whole broker.
@@ -171,6 +188,47 @@ pub struct Broker {
     appended: tokio::sync::watch::Sender<u64>,
     appends: AtomicU64,
     pub metrics: Metrics,
+    pub producer_ids: ProducerIds,
+}
+
+/// Hands out producer ids from blocks whose end is persisted before use.
+pub struct ProducerIds {
+    path: PathBuf,
+    /// (next id to hand out, end of the persisted block).
+    state: Mutex<(i64, i64)>,
+}
+
+impl ProducerIds {
+    /// Ids persisted per block: a crash wastes at most this many.
+    const BLOCK: i64 = 1000;
+
+    fn open(dir: &Path) -> io::Result<ProducerIds> {
+        let path = dir.join("producer-ids");
+        let start = match fs::read_to_string(&path) {
+            Ok(text) => text
+                .trim()
+                .parse::<i64>()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        // Everything below the persisted end may have been handed out before a crash.
+        Ok(ProducerIds { path, state: Mutex::new((start, start)) })
+    }
+
+    /// The next unused producer id.
+    pub fn next_id(&self) -> io::Result<i64> {
+        let mut state = self.state.lock();
+        if state.0 >= state.1 {
+            let end = state.0 + Self::BLOCK;
+            write_atomically(&self.path, format!("{end}\n").as_bytes())?;
+            state.1 = end;
+        }
+        let id = state.0;
+        state.0 += 1;
+        assert!(state.0 <= state.1, "handed out an id beyond the persisted block");
+        Ok(id)
+    }
 }
 
 impl Broker {
@@ -188,6 +246,7 @@ impl Broker {
             appended: tokio::sync::watch::channel(0).0,
             appends: AtomicU64::new(0),
             metrics,
+            producer_ids: ProducerIds::open(&config.dir)?,
             config,
         };
         broker.remove_deleted_leftovers()?;
@@ -339,11 +398,21 @@ impl Broker {
                 );
             }
             let flushed = log.flushed_offset();
+            let producers = rebuild_producer_states(&log)?;
+            if !producers.is_empty() {
+                tracing::info!(
+                    topic = &*name,
+                    partition = index,
+                    producers = producers.len(),
+                    "rebuilt producer state"
+                );
+            }
             opened.push(Arc::new(Partition {
                 topic: name.clone(),
                 index,
                 leadership: Leadership { leader_id: self.node_id, leader_epoch: 0 },
                 log: Mutex::new(log),
+                producers: Mutex::new(producers),
                 flushed: tokio::sync::watch::channel(flushed).0,
                 sync_lock: tokio::sync::Mutex::new(()),
             }));
@@ -425,11 +494,58 @@ impl Broker {
     /// Appends a produce's batches to a partition. `records` is modified in place
     /// (offsets assigned). The data is in the page cache when this returns; call
     /// [`Broker::durable`] before acknowledging.
-    pub fn append(&self, partition: &Partition, records: &mut [u8]) -> Result<AppendInfo, ProduceError> {
+    ///
+    /// Batches from idempotent producers are checked against their sequence numbers
+    /// first (see [`crate::producer_state`]): a retry of a batch already in the log is
+    /// not written again.
+    pub fn append(&self, partition: &Partition, records: &mut [u8]) -> Result<Appended, ProduceError> {
+        let sequenced = sequenced_batches(records)?;
+        let mut producers = partition.producers.lock();
+        if let Some(first) = sequenced.first() {
+            let mut scratch = if sequenced.len() > 1 { Some(producers.clone()) } else { None };
+            for (i, (batch, offset_delta)) in sequenced.iter().enumerate() {
+                let view = scratch.as_ref().unwrap_or(&producers);
+                match view.check(batch.producer_id, batch.epoch, batch.first_sequence, batch.last_sequence)? {
+                    Verdict::Append => {}
+                    // A retry: the whole request is the one already written.
+                    Verdict::Duplicate { base_offset } if i == 0 => {
+                        let info = AppendInfo {
+                            base_offset,
+                            last_offset: base_offset + i64::from(*offset_delta),
+                            record_count: 0,
+                            bytes: 0,
+                            max_timestamp: -1,
+                        };
+                        tracing::debug!(producer_id = first.0.producer_id, base_offset, "duplicate batch not appended");
+                        return Ok(Appended { info, duplicate: true });
+                    }
+                    Verdict::Duplicate { .. } => {
+                        return Err(SequenceError::OutOfOrder {
+                            producer_id: batch.producer_id,
+                            expected: batch.first_sequence,
+                            got: batch.first_sequence,
+                        }
+                        .into())
+                    }
+                }
+                if let Some(scratch) = scratch.as_mut() {
+                    scratch.record(*batch);
+                }
+            }
+        }
         let info = partition.log.lock().append(records, now_ms())?;
+        if !sequenced.is_empty() {
+            // The offsets were just assigned in place; read them back from the headers.
+            for header in walk_headers(records) {
+                if header.producer_id >= 0 {
+                    producers.record(sequenced_from(&header));
+                }
+            }
+        }
+        drop(producers);
         self.appends.fetch_add(1, Ordering::Relaxed);
         self.appended.send_modify(|n| *n += 1);
-        Ok(info)
+        Ok(Appended { info, duplicate: false })
     }
 
     /// Returns once the flush policy allows acknowledging everything below `end_offset`.
@@ -500,6 +616,63 @@ impl Broker {
             }
         }
     }
+}
+
+/// The batch headers in `records`, up to the first that does not parse (the log's own
+/// validation rejects such input before anything is written).
+fn walk_headers(records: &[u8]) -> impl Iterator<Item = BatchHeader> + '_ {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let header = BatchHeader::parse(records.get(at..)?).ok()?;
+        at = at.checked_add(header.batch_len.max(1))?;
+        Some(header)
+    })
+}
+
+fn sequenced_from(header: &BatchHeader) -> SequencedBatch {
+    SequencedBatch {
+        producer_id: header.producer_id,
+        epoch: header.producer_epoch,
+        first_sequence: header.base_sequence,
+        last_sequence: last_sequence(header.base_sequence, header.last_offset_delta),
+        base_offset: header.base_offset,
+    }
+}
+
+/// The batches of idempotent producers in a produce, with their last offset delta.
+/// Transactional and control batches are refused: they need a transaction coordinator.
+fn sequenced_batches(records: &[u8]) -> Result<Vec<(SequencedBatch, i32)>, ProduceError> {
+    let mut out = Vec::new();
+    for header in walk_headers(records) {
+        if header.is_transactional() || header.is_control() {
+            return Err(ProduceError::Transactional);
+        }
+        if header.producer_id >= 0 {
+            out.push((sequenced_from(&header), header.last_offset_delta));
+        }
+    }
+    Ok(out)
+}
+
+/// Reads every batch header of a partition to rebuild its producers' state.
+fn rebuild_producer_states(log: &PartitionLog) -> io::Result<ProducerStates> {
+    let mut states = ProducerStates::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let chunk = log.read(offset, 1 << 20).map_err(|e| io::Error::other(e.to_string()))?;
+        let mut next = offset;
+        for header in walk_headers(&chunk) {
+            if header.producer_id >= 0 && !header.is_control() {
+                states.record(sequenced_from(&header));
+            }
+            next = header.last_offset() + 1;
+        }
+        if next <= offset {
+            return Err(io::Error::other(format!("no progress rebuilding producer state at offset {offset}")));
+        }
+        offset = next;
+    }
+    Ok(states)
 }
 
 /// Reads `meta.properties`, or writes a new one with a fresh cluster id.

@@ -23,6 +23,7 @@ pub mod broker;
 pub mod config;
 pub mod group;
 pub mod metrics;
+pub mod producer_state;
 pub mod protocol;
 pub mod server;
 pub mod storage;

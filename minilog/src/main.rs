@@ -3,6 +3,12 @@
 use clap::Parser;
 use minilog::config::BrokerConfig;
 
+/// The system allocator, with huge requests mapped lazily: a malformed frame can make
+/// the Kafka codec ask for a vast capacity, which must not abort the broker (see
+/// `minicore::alloc`).
+#[global_allocator]
+static ALLOC: minicore::alloc::ReserveHuge<std::alloc::System> = minicore::alloc::ReserveHuge(std::alloc::System);
+
 fn main() {
     let config = BrokerConfig::parse();
     tracing_subscriber::fmt()

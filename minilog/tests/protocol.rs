@@ -7,6 +7,11 @@
 
 mod support;
 
+/// As in the `minilog` binary: a malformed frame's absurd array count must not abort the
+/// process (see `minicore::alloc`); the fuzz tests below found that it did.
+#[global_allocator]
+static ALLOC: minicore::alloc::ReserveHuge<std::alloc::System> = minicore::alloc::ReserveHuge(std::alloc::System);
+
 use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -366,6 +371,28 @@ async fn every_api_at_every_served_version() {
             .await;
         assert_eq!(&*described.groups[0].group_state, "Empty");
 
+        // InitProducerId: a fresh id, then (v3+) the same id with the next epoch.
+        let init = client
+            .call(
+                v(ApiKey::InitProducerId),
+                &InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000),
+            )
+            .await;
+        assert_eq!((init.error_code, init.producer_epoch), (0, 0));
+        assert!(init.producer_id.0 >= 0);
+        if v(ApiKey::InitProducerId) >= 3 {
+            let again = client
+                .call(
+                    v(ApiKey::InitProducerId),
+                    &InitProducerIdRequest::default()
+                        .with_transactional_id(None)
+                        .with_producer_id(init.producer_id)
+                        .with_producer_epoch(0),
+                )
+                .await;
+            assert_eq!((again.error_code, again.producer_id, again.producer_epoch), (0, init.producer_id, 1));
+        }
+
         // DeleteTopics: gone from metadata.
         let deleted = client
             .call(
@@ -437,6 +464,19 @@ async fn bad_frames_close_the_connection_and_the_broker_keeps_serving() {
         ("negative size", vec![0xff, 0xff, 0xff, 0xf0]),
         ("larger than --max-request-bytes", (2_000_000i32).to_be_bytes().to_vec()),
         ("Metadata v1 body cut short", vec![0, 0, 0, 14, 0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0, 0, 0, 9]),
+        // Two billion topics in 18 bytes: the codec reserves the capacity before reading
+        // any; this aborted the process until minicore::alloc::ReserveHuge.
+        (
+            "Metadata v1 claiming 2^31-1 topics",
+            vec![0, 0, 0, 14, 0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff],
+        ),
+        ("JoinGroup v0 claiming 2^31-1 protocols", {
+            let mut f = vec![0, 0, 0, 0, 0, 11, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0, 1, b'g', 0, 0, 0x27, 0x10, 0, 0];
+            f.extend_from_slice(&[0, 1, b'c', 0x7f, 0xff, 0xff, 0xff]);
+            let size = (f.len() - 4) as i32;
+            f[..4].copy_from_slice(&size.to_be_bytes());
+            f
+        }),
     ];
     for (what, bytes) in cases {
         let mut client = broker.client().await;
@@ -787,4 +827,56 @@ mod fuzz {
             });
         }
     }
+}
+
+/// One batch from an idempotent producer: `n` records with sequences from `first_sequence`.
+fn idempotent_batch(n: usize, producer_id: i64, epoch: i16, first_sequence: i32) -> Bytes {
+    let producer = support::Producer { id: producer_id, epoch, first_sequence };
+    support::producer_batch(n, Compression::None, 1_700_000_000_000, |i| format!("v{i}").into_bytes(), producer)
+}
+
+#[tokio::test]
+async fn idempotent_producers_are_not_written_twice_even_across_a_restart() {
+    let mut broker = TestBroker::start().await;
+    let dir = broker.dir.path().to_path_buf();
+    let version = range(ApiKey::Produce).1;
+    let producer_id;
+    {
+        let mut client = broker.client().await;
+        assert_eq!(create(&mut client, "exactly-once-ish", 1, &[]).await, 0);
+        let init = client
+            .call(range(ApiKey::InitProducerId).1, &InitProducerIdRequest::default().with_transactional_id(None))
+            .await;
+        producer_id = init.producer_id.0;
+        let topic = "exactly-once-ish";
+        assert_eq!(produce(&mut client, version, topic, 0, idempotent_batch(3, producer_id, 0, 0)).await, (0, 0));
+        assert_eq!(produce(&mut client, version, topic, 0, idempotent_batch(2, producer_id, 0, 3)).await, (0, 3));
+        // A retry of either batch gets its first offset back and writes nothing.
+        assert_eq!(produce(&mut client, version, topic, 0, idempotent_batch(3, producer_id, 0, 0)).await, (0, 0));
+        assert_eq!(produce(&mut client, version, topic, 0, idempotent_batch(2, producer_id, 0, 3)).await, (0, 3));
+        // A gap, and a fenced epoch.
+        let (error, _) = produce(&mut client, version, topic, 0, idempotent_batch(1, producer_id, 0, 9)).await;
+        assert_eq!(error, ResponseError::OutOfOrderSequenceNumber.code());
+        assert_eq!(produce(&mut client, version, topic, 0, idempotent_batch(1, producer_id, 1, 0)).await, (0, 5));
+        let (error, _) = produce(&mut client, version, topic, 0, idempotent_batch(1, producer_id, 0, 5)).await;
+        assert_eq!(error, ResponseError::InvalidProducerEpoch.code());
+        let fetched = client.call(range(ApiKey::Fetch).1, &fetch_request(topic, 0, 0, 0, 0)).await;
+        assert_eq!(offsets_in(&fetched.responses[0].partitions[0].records), vec![0, 1, 2, 3, 4, 5], "no duplicates");
+    }
+    broker.stop().await;
+
+    let mut config = minilog::config::BrokerConfig::with_dir(&dir, "127.0.0.1:0".parse().unwrap());
+    config.admin_port = Some(0);
+    let running = minilog::start(config).await.unwrap();
+    let mut client = Client::connect(running.addr).await;
+    let topic = "exactly-once-ish";
+    // The retry crosses the restart: the state was rebuilt from the log.
+    assert_eq!(produce(&mut client, version, topic, 0, idempotent_batch(1, producer_id, 1, 0)).await, (0, 5));
+    assert_eq!(produce(&mut client, version, topic, 0, idempotent_batch(1, producer_id, 1, 1)).await, (0, 6));
+    let init = client
+        .call(range(ApiKey::InitProducerId).1, &InitProducerIdRequest::default().with_transactional_id(None))
+        .await;
+    assert!(init.producer_id.0 > producer_id, "ids are never handed out twice, even across restarts");
+    running.server.shutdown.trigger();
+    running.wait().await;
 }

@@ -5,16 +5,15 @@
 //!
 //! Replay a failure with `MINILOG_TEST_SEED=<seed> cargo test -p minilog --test storage <name>`.
 
+mod support;
+
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression as KafkaCompression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType as KafkaTimestampType,
-};
+use bytes::Bytes;
+use kafka_protocol::records::RecordBatchDecoder;
 use minilog::storage::{
     validate_batches, AppendError, BatchError, BatchHeader, Compression, LogConfig, PartitionLog, ReadError,
 };
@@ -53,32 +52,11 @@ fn small_config() -> LogConfig {
     }
 }
 
-/// One uncompressed v2 batch of `records` records with `value_len`-byte values and
-/// timestamps `timestamp, timestamp + 1, ...`, encoded by `kafka-protocol`.
+/// [`support::sized_batch`]: `records` uncompressed records with `value_len`-byte values
+/// and timestamps `timestamp, timestamp + 1, ...`, as the mutable bytes that
+/// [`PartitionLog::append`] gives offsets in place.
 fn batch(records: usize, value_len: usize, timestamp: i64) -> Vec<u8> {
-    assert!(records > 0);
-    let records: Vec<Record> = (0..records as i64)
-        .map(|index| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: KafkaTimestampType::Creation,
-            offset: index,
-            // kafka-protocol starts a new batch whenever offset - sequence changes.
-            sequence: index as i32 - 1,
-            timestamp: timestamp + index,
-            key: Some(Bytes::from(format!("key-{index}"))),
-            value: Some(Bytes::from(vec![(index % 251) as u8; value_len])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buffer = BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: KafkaCompression::None };
-    RecordBatchEncoder::encode(&mut buffer, &records, &options).expect("kafka-protocol encodes the batch");
-    buffer.to_vec()
+    support::sized_batch(records, value_len, timestamp).to_vec()
 }
 
 /// A batch whose attributes say gzip and whose body is noise, with a correct CRC: the
@@ -583,6 +561,24 @@ fn assert_recovered_to(dir: &Path, stored: &[Stored], kept: usize, expected_trun
     assert_eq!(consume_all(&log, 0, 1 << 20), stored_bytes(&more, 0));
 }
 
+/// [`assert_recovered_to`] after damage to batch `damaged` of the active segment
+/// (`in_active`, from [`active_segment`]): the batches before it are kept, it and every
+/// batch after it are cut.
+fn assert_cut_at(dir: &Path, stored: &[Stored], in_active: &[Stored], damaged: usize) {
+    let first_cut = in_active[damaged].base_offset;
+    let kept = stored.iter().position(|batch| batch.base_offset == first_cut).expect("the damaged batch was stored");
+    let cut: u64 = in_active[damaged..].iter().map(|batch| batch.bytes.len() as u64).sum();
+    assert_recovered_to(dir, stored, kept, cut);
+}
+
+/// Flips the bits of `mask` in the byte at `position` of the file at `path`, as a bad disk would.
+fn flip_bits(path: &Path, position: u64, mask: u8) {
+    let file = fs::OpenOptions::new().read(true).write(true).open(path).expect("open");
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, position).expect("read");
+    file.write_all_at(&[byte[0] ^ mask], position).expect("flip");
+}
+
 #[test]
 fn recovery_cuts_a_batch_torn_in_the_middle() {
     logging();
@@ -620,16 +616,8 @@ fn recovery_cuts_at_a_flipped_byte() {
     let stored = crashed_log(dir.path(), 40);
     let (active, in_active) = active_segment(dir.path(), &stored);
     assert!(in_active.len() >= 3, "the damage lands mid-segment: {}", in_active.len());
-    let damaged = &in_active[1];
-    let position = in_active[0].bytes.len() as u64 + 100; // inside batch 1's records
-    let file = fs::OpenOptions::new().read(true).write(true).open(&active).expect("open");
-    let mut byte = [0u8];
-    file.read_exact_at(&mut byte, position).expect("read");
-    file.write_all_at(&[byte[0] ^ 0x10], position).expect("flip");
-
-    let kept = stored.iter().position(|batch| batch.base_offset == damaged.base_offset).expect("damaged batch");
-    let cut: u64 = in_active[1..].iter().map(|batch| batch.bytes.len() as u64).sum();
-    assert_recovered_to(dir.path(), &stored, kept, cut);
+    flip_bits(&active, in_active[0].bytes.len() as u64 + 100, 0x10); // inside batch 1's records
+    assert_cut_at(dir.path(), &stored, &in_active, 1);
 }
 
 /// Base offsets are not covered by the CRC, so recovery also checks that each batch
@@ -639,14 +627,8 @@ fn recovery_cuts_at_a_base_offset_that_does_not_follow() {
     let dir = tempfile::tempdir().expect("tempdir");
     let stored = crashed_log(dir.path(), 40);
     let (active, in_active) = active_segment(dir.path(), &stored);
-    let position = in_active[0].bytes.len() as u64 + 7; // batch 1's baseOffset, low byte
-    let file = fs::OpenOptions::new().read(true).write(true).open(&active).expect("open");
-    let mut byte = [0u8];
-    file.read_exact_at(&mut byte, position).expect("read");
-    file.write_all_at(&[byte[0] ^ 0x01], position).expect("flip");
-    let kept = stored.iter().position(|batch| batch.base_offset == in_active[1].base_offset).expect("batch");
-    let cut: u64 = in_active[1..].iter().map(|batch| batch.bytes.len() as u64).sum();
-    assert_recovered_to(dir.path(), &stored, kept, cut);
+    flip_bits(&active, in_active[0].bytes.len() as u64 + 7, 0x01); // batch 1's baseOffset, low byte
+    assert_cut_at(dir.path(), &stored, &in_active, 1);
 }
 
 /// Where the checks end: the leader epoch is covered by neither the CRC nor any rule, so

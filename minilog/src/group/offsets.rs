@@ -136,7 +136,7 @@ impl OffsetStore {
         .map_err(|e| ProduceError::Sync(io::Error::other(format!("can't encode an offsets batch: {e}"))))?;
         let end = {
             let mut table = self.committed.lock();
-            let info = broker.append(&self.partition, &mut batch)?;
+            let info = broker.append(&self.partition, &mut batch)?.info;
             let group_offsets = table.entry(group.to_string()).or_default();
             for (key, committed) in offsets {
                 group_offsets.insert(key, committed);

@@ -53,6 +53,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 5),
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// The served range of an API, if it is served at all.
@@ -162,6 +163,7 @@ async fn dispatch(server: &Server, ctx: &RequestContext, key: ApiKey, mut body: 
         ApiKey::CreateTopics => serve!(create_topics, CreateTopicsRequest),
         ApiKey::DeleteTopics => serve!(delete_topics, DeleteTopicsRequest),
         ApiKey::DescribeConfigs => serve!(describe_configs, DescribeConfigsRequest),
+        ApiKey::InitProducerId => serve!(init_producer_id, InitProducerIdRequest),
         other => Outcome::Close(format!("API {other:?} is not supported by minilog")),
     }
 }

@@ -411,32 +411,32 @@ pub fn assign_offsets(records: &mut [u8], first_offset: i64) -> Result<i64, Batc
     Ok(next_offset)
 }
 
+/// The `N` bytes of the header field at `bytes[range]`; the caller has checked the length,
+/// and `range` is one of the [`field`] ranges, `N` bytes long.
+fn field_bytes<const N: usize>(bytes: &[u8], range: Range<usize>) -> [u8; N] {
+    let mut array = [0u8; N];
+    array.copy_from_slice(&bytes[range]);
+    array
+}
+
 /// Reads a big-endian `i64` from `bytes[range]`; the caller has checked the length.
 fn read_i64(bytes: &[u8], range: Range<usize>) -> i64 {
-    let mut array = [0u8; 8];
-    array.copy_from_slice(&bytes[range]);
-    i64::from_be_bytes(array)
+    i64::from_be_bytes(field_bytes(bytes, range))
 }
 
 /// Reads a big-endian `i32` from `bytes[range]`; the caller has checked the length.
 fn read_i32(bytes: &[u8], range: Range<usize>) -> i32 {
-    let mut array = [0u8; 4];
-    array.copy_from_slice(&bytes[range]);
-    i32::from_be_bytes(array)
+    i32::from_be_bytes(field_bytes(bytes, range))
 }
 
 /// Reads a big-endian `u32` from `bytes[range]`; the caller has checked the length.
 fn read_u32(bytes: &[u8], range: Range<usize>) -> u32 {
-    let mut array = [0u8; 4];
-    array.copy_from_slice(&bytes[range]);
-    u32::from_be_bytes(array)
+    u32::from_be_bytes(field_bytes(bytes, range))
 }
 
 /// Reads a big-endian `i16` from `bytes[range]`; the caller has checked the length.
 fn read_i16(bytes: &[u8], range: Range<usize>) -> i16 {
-    let mut array = [0u8; 2];
-    array.copy_from_slice(&bytes[range]);
-    i16::from_be_bytes(array)
+    i16::from_be_bytes(field_bytes(bytes, range))
 }
 
 /// Reads a zigzag varint (Kafka's record fields) from `bytes` at `*at`, moving `*at` past it.
@@ -589,9 +589,14 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
+    use kafka_protocol::records::{
+        Compression as KafkaCompression, Record, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType as KafkaTimestampType,
+    };
+    use proptest::prelude::*;
+
     use super::testing::{build_batch, build_raw_batch, BatchSpec};
     use super::*;
-    use proptest::prelude::*;
 
     /// Kafka's default `max.message.bytes`.
     const MAX: usize = 1_048_588;
@@ -602,6 +607,40 @@ mod tests {
 
     fn concat(batches: &[Vec<u8>]) -> Vec<u8> {
         batches.iter().flatten().copied().collect()
+    }
+
+    /// One v2 batch of `records` keyless records encoded by kafka-protocol, a client library,
+    /// so that the broker's side is checked against code it does not share: record `i` gets
+    /// `timestamp(i)` and `value(i)`. (The integration tests have their own builder in
+    /// `tests/support`, which unit tests cannot reach.)
+    fn kafka_protocol_batch(
+        records: i64,
+        compression: KafkaCompression,
+        timestamp: impl Fn(i64) -> i64,
+        value: impl Fn(i64) -> Vec<u8>,
+    ) -> Vec<u8> {
+        let records: Vec<Record> = (0..records)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: KafkaTimestampType::Creation,
+                offset: i,
+                // kafka-protocol starts a new batch whenever offset - sequence changes.
+                sequence: (i - 1) as i32,
+                timestamp: timestamp(i),
+                key: None,
+                value: Some(bytes::Bytes::from(value(i))),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buffer = bytes::BytesMut::new();
+        let options = RecordEncodeOptions { version: 2, compression };
+        RecordBatchEncoder::encode(&mut buffer, &records, &options).expect("kafka-protocol encodes the batch");
+        buffer.to_vec()
     }
 
     #[test]
@@ -634,32 +673,8 @@ mod tests {
 
     #[test]
     fn kafka_protocol_batches_validate() {
-        use kafka_protocol::records::{
-            Compression as KCompression, Record, RecordBatchEncoder, RecordEncodeOptions,
-            TimestampType as KTimestampType,
-        };
-        let records: Vec<Record> = (0..5)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: KTimestampType::Creation,
-                offset: i,
-                // kafka-protocol starts a new batch whenever offset - sequence changes.
-                sequence: (i - 1) as i32,
-                timestamp: 5_000 + i,
-                key: None,
-                value: Some(bytes::Bytes::from(vec![7u8; 100])),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buffer = bytes::BytesMut::new();
-        let options = RecordEncodeOptions { version: 2, compression: KCompression::None };
-        RecordBatchEncoder::encode(&mut buffer, &records, &options).expect("encode");
-        let headers = validate_batches(&buffer, MAX).expect("kafka-protocol's batch validates");
+        let bytes = kafka_protocol_batch(5, KafkaCompression::None, |i| 5_000 + i, |_| vec![7u8; 100]);
+        let headers = validate_batches(&bytes, MAX).expect("kafka-protocol's batch validates");
         assert_eq!(headers.len(), 1);
         assert_eq!((headers[0].record_count, headers[0].last_offset_delta, headers[0].max_timestamp), (5, 4, 5_004));
     }
@@ -831,35 +846,15 @@ mod tests {
     }
 
     /// A batch built by kafka-protocol with timestamps 100, 110, ... 190.
-    fn timestamped_batch(compression: kafka_protocol::records::Compression) -> Vec<u8> {
-        use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-        let records: Vec<Record> = (0..10)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i,
-                sequence: i as i32 - 1,
-                timestamp: 100 + 10 * i,
-                key: None,
-                value: Some(bytes::Bytes::from(vec![b'v'; i as usize * 3])),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = bytes::BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
-        let mut out = buf.to_vec();
-        assign_offsets(&mut out, 1000).unwrap();
-        out
+    fn timestamped_batch(compression: KafkaCompression) -> Vec<u8> {
+        let mut batch = kafka_protocol_batch(10, compression, |i| 100 + 10 * i, |i| vec![b'v'; i as usize * 3]);
+        assign_offsets(&mut batch, 1000).expect("a valid batch takes offsets");
+        batch
     }
 
     #[test]
     fn finds_the_exact_record_by_timestamp_in_uncompressed_batches() {
-        let batch = timestamped_batch(kafka_protocol::records::Compression::None);
+        let batch = timestamped_batch(KafkaCompression::None);
         assert_eq!(first_record_at_or_after(&batch, 0), Some((1000, 100)));
         assert_eq!(first_record_at_or_after(&batch, 100), Some((1000, 100)));
         assert_eq!(first_record_at_or_after(&batch, 101), Some((1001, 110)));

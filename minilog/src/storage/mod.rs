@@ -14,7 +14,8 @@
 //! ```
 //!
 //! - [`batch`]: the v2 record batch header; validation and in-place offset assignment.
-//! - `index`, `time_index`: the two memory-mapped sparse indexes.
+//! - `sparse_index`: the memory-mapped, preallocated file of fixed-width entries that
+//!   both indexes are; `index`, `time_index`: what their entries mean.
 //! - `segment`: one `.log` and its indexes; append, read, lookup, recovery scan.
 //! - [`log`]: [`PartitionLog`], the segments together; rolling, retention, flushing, recovery.
 //!
@@ -64,6 +65,7 @@ pub mod batch;
 mod index;
 pub mod log;
 mod segment;
+mod sparse_index;
 mod time_index;
 
 pub use batch::{assign_offsets, validate_batches, BatchError, BatchHeader, Compression, TimestampType};

@@ -27,7 +27,8 @@ use bytes::Bytes;
 use tracing::{error, info, warn};
 
 use super::batch::{BatchError, BatchHeader, CRC_COVERED_FROM, HEADER_BYTES};
-use super::index::{IndexProblem, OffsetIndex, OffsetPosition};
+use super::index::{OffsetIndex, OffsetPosition};
+use super::sparse_index::IndexProblem;
 use super::time_index::{TimeIndex, TimestampOffset};
 
 /// Extension of a segment's record file.
@@ -110,31 +111,9 @@ impl Segment {
         assert!(base_offset >= 0, "segment base offsets are not negative: {base_offset}");
         let log_path = dir.join(file_name(base_offset, LOG_EXTENSION));
         let log = OpenOptions::new().read(true).write(true).create_new(true).open(&log_path)?;
-        let index = OffsetIndex::create(
-            &dir.join(file_name(base_offset, INDEX_EXTENSION)),
-            base_offset,
-            config.max_index_bytes,
-        )?;
-        let time_index = TimeIndex::create(
-            &dir.join(file_name(base_offset, TIME_INDEX_EXTENSION)),
-            base_offset,
-            config.max_index_bytes,
-        )?;
+        let segment = Segment::with_fresh_indexes(dir, base_offset, log, log_path, 0, config)?;
         sync_dir(dir)?;
-        Ok(Segment {
-            base_offset,
-            next_offset: base_offset,
-            log_bytes: 0,
-            log: Arc::new(log),
-            log_path,
-            index,
-            time_index,
-            max_timestamp: -1,
-            offset_of_max_timestamp: base_offset,
-            bytes_since_index_entry: 0,
-            first_append_ms: None,
-            config,
-        })
+        Ok(segment)
     }
 
     /// Opens a segment that is not the last one. Its `.log` was fsynced when it was sealed,
@@ -227,7 +206,7 @@ impl Segment {
         match &mut index {
             None => problem = Some((index_path.clone(), IndexProblem::Unreadable)),
             Some(index) => {
-                index.file_mut().strip_trailing_zeroes();
+                index.strip_trailing_zeroes();
                 if let Err(found) = index.check(file_bytes, i64::MAX) {
                     problem = Some((index_path.clone(), found));
                 }
@@ -236,7 +215,7 @@ impl Segment {
         match &mut time_index {
             None => problem = problem.or(Some((time_path.clone(), IndexProblem::Unreadable))),
             Some(time_index) => {
-                time_index.file_mut().strip_trailing_zeroes();
+                time_index.strip_trailing_zeroes();
                 if let Err(found) = time_index.check(i64::MAX) {
                     problem = problem.or(Some((time_path.clone(), found)));
                 }
@@ -344,8 +323,8 @@ impl Segment {
                 segment
             }
         };
-        segment.index.file_mut().resize(config.max_index_bytes)?;
-        segment.time_index.file_mut().resize(config.max_index_bytes)?;
+        segment.index.resize(config.max_index_bytes)?;
+        segment.time_index.resize(config.max_index_bytes)?;
         segment.first_append_ms = (segment.log_bytes > 0).then_some(now_ms);
         // Whatever a crashed process left in the page cache is on disk from here on, which
         // is what lets the log report everything it recovered as flushed.
@@ -362,7 +341,8 @@ impl Segment {
         Ok((segment, recovery))
     }
 
-    /// A segment over an existing `.log` with new, empty indexes, ready for [`Segment::replay_log`].
+    /// A segment over a `.log` of `log_bytes` bytes with new, empty indexes: a new segment
+    /// (`log_bytes` 0), or an existing one ready for [`Segment::replay_log`].
     fn with_fresh_indexes(
         dir: &Path,
         base_offset: i64,
@@ -496,8 +476,8 @@ impl Segment {
     /// The index half of [`Segment::seal`].
     fn seal_indexes(&mut self) -> io::Result<()> {
         self.time_index.seal_entry(self.max_timestamp, self.offset_of_max_timestamp);
-        self.index.file_mut().trim_and_flush()?;
-        self.time_index.file_mut().trim_and_flush()
+        self.index.trim_and_flush()?;
+        self.time_index.trim_and_flush()
     }
 
     /// Whole batches starting with the one that holds `target` (or, past a gap, the first
@@ -765,8 +745,8 @@ impl Segment {
     /// at worst orphan indexes, which the next open removes.
     pub(crate) fn delete(self) -> io::Result<()> {
         let log_path = self.log_path.clone();
-        let index_path = self.index.file().path().to_path_buf();
-        let time_path = self.time_index.file().path().to_path_buf();
+        let index_path = self.index.path().to_path_buf();
+        let time_path = self.time_index.path().to_path_buf();
         drop(self);
         for path in [log_path, index_path, time_path] {
             match std::fs::remove_file(&path) {
@@ -1136,7 +1116,7 @@ mod tests {
         let (_, entry) = segment.index.lookup(39).expect("an entry");
         // Move the last entry one byte forward: still increasing, still inside the log.
         let last = segment.index.len() - 1;
-        segment.index.file_mut().truncate(last);
+        segment.index.truncate(last);
         assert!(segment.index.append(entry.offset, entry.position + 1));
         let bytes = segment.read(39, 1).expect("read").expect("present");
         let headers = validate_batches(&bytes, usize::MAX).expect("whole batches");

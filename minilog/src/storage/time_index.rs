@@ -14,12 +14,9 @@
 //! Timestamps are the producers' (CreateTime); a client with a skewed clock makes the
 //! running max jump, which is also how Kafka behaves. Left out: LogAppendTime.
 //!
-//! The file handling (mmap, preallocation, trimming) is the offset index's [`IndexFile`].
+//! The file handling (mmap, preallocation, trimming, lookup) is [`SparseIndex`]'s.
 
-use std::io;
-use std::path::Path;
-
-use super::index::{IndexFile, IndexProblem};
+use super::sparse_index::{relative_offset, IndexEntry, IndexProblem, SparseIndex};
 
 /// Bytes in one time index entry: timestamp (8) and relative offset (4).
 pub(crate) const TIME_ENTRY_BYTES: usize = 12;
@@ -33,58 +30,48 @@ pub(crate) struct TimestampOffset {
     pub(crate) offset: i64,
 }
 
-/// The `.timeindex` of one segment.
-pub(crate) struct TimeIndex {
-    /// The entries on disk.
-    file: IndexFile,
-    /// The segment's base offset; entries store offsets relative to it.
-    base_offset: i64,
-}
+impl IndexEntry for TimestampOffset {
+    const BYTES: usize = TIME_ENTRY_BYTES;
 
-impl TimeIndex {
-    /// A new, empty time index preallocated to `max_index_bytes`.
-    pub(crate) fn create(path: &Path, base_offset: i64, max_index_bytes: usize) -> io::Result<TimeIndex> {
-        Ok(TimeIndex { file: IndexFile::create(path, TIME_ENTRY_BYTES, max_index_bytes)?, base_offset })
-    }
-
-    /// Opens the time index at `path` with every entry in the file counted; `Ok(None)` when
-    /// it is missing or its length is wrong. The caller runs [`TimeIndex::check`].
-    pub(crate) fn open(path: &Path, base_offset: i64) -> io::Result<Option<TimeIndex>> {
-        Ok(IndexFile::open(path, TIME_ENTRY_BYTES)?.map(|file| TimeIndex { file, base_offset }))
-    }
-
-    /// The underlying file.
-    pub(crate) fn file(&self) -> &IndexFile {
-        &self.file
-    }
-
-    /// The underlying file, for resizing and trimming.
-    pub(crate) fn file_mut(&mut self) -> &mut IndexFile {
-        &mut self.file
-    }
-
-    /// Entries in use.
-    pub(crate) fn len(&self) -> usize {
-        self.file.len()
-    }
-
-    /// True when only the slot kept for the final entry (see [`TimeIndex::seal_entry`]) is left.
-    pub(crate) fn is_full(&self) -> bool {
-        self.file.len() + 1 >= self.file.capacity()
-    }
-
-    /// Entry `index`, made absolute.
-    pub(crate) fn entry(&self, index: usize) -> TimestampOffset {
-        let bytes = self.file.entry(index);
+    fn decode(bytes: &[u8], base_offset: i64) -> TimestampOffset {
         let mut timestamp = [0u8; 8];
         timestamp.copy_from_slice(&bytes[..8]);
         let relative = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        TimestampOffset { timestamp: i64::from_be_bytes(timestamp), offset: self.base_offset + i64::from(relative) }
+        TimestampOffset { timestamp: i64::from_be_bytes(timestamp), offset: base_offset + i64::from(relative) }
     }
 
-    /// The last entry, if any.
-    pub(crate) fn last(&self) -> Option<TimestampOffset> {
-        self.len().checked_sub(1).map(|index| self.entry(index))
+    fn encode(&self, base_offset: i64, bytes: &mut [u8]) {
+        bytes[..8].copy_from_slice(&self.timestamp.to_be_bytes());
+        bytes[8..].copy_from_slice(&relative_offset(self.offset, base_offset).to_be_bytes());
+    }
+
+    fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// A lookup is by timestamp.
+    fn key(&self) -> i64 {
+        self.timestamp
+    }
+
+    /// Timestamps and offsets both strictly increase, and no timestamp is negative (Kafka's
+    /// -1 means "no timestamp", which is never recorded).
+    fn follows(&self, previous: Option<TimestampOffset>) -> bool {
+        match previous {
+            Some(previous) => self.timestamp > previous.timestamp && self.offset > previous.offset,
+            None => self.timestamp >= 0,
+        }
+    }
+}
+
+/// The `.timeindex` of one segment. Its lookup ([`SparseIndex::lookup`]) finds the entry
+/// with the largest timestamp at or below the target.
+pub(crate) type TimeIndex = SparseIndex<TimestampOffset>;
+
+impl TimeIndex {
+    /// True when only the slot kept for the final entry (see [`TimeIndex::seal_entry`]) is left.
+    pub(crate) fn is_full(&self) -> bool {
+        self.len() + 1 >= self.capacity()
     }
 
     /// Adds `(timestamp, offset)` if `timestamp` is above the last entry's. Keeps the last
@@ -98,7 +85,7 @@ impl TimeIndex {
     /// The entry added when the segment is sealed: its true max timestamp, so that a sealed
     /// segment's max timestamp is its time index's last entry. May use the reserved slot.
     pub(crate) fn seal_entry(&mut self, timestamp: i64, offset: i64) {
-        if self.file.len() < self.file.capacity() {
+        if self.len() < self.capacity() {
             self.append_if_newer(timestamp, offset);
         }
     }
@@ -110,71 +97,29 @@ impl TimeIndex {
             Some(last) => timestamp > last.timestamp,
             None => timestamp >= 0,
         };
-        if !newer {
-            return;
+        if newer {
+            // A newer max always comes from a later batch; `push` asserts that.
+            self.push(TimestampOffset { timestamp, offset });
         }
-        if let Some(last) = self.last() {
-            assert!(offset > last.offset, "time index offsets must increase: {offset} after {}", last.offset);
-        }
-        let relative = u32::try_from(offset - self.base_offset)
-            .expect("the segment rolls before a relative offset overflows u32 (validated at append)");
-        let mut entry = [0u8; TIME_ENTRY_BYTES];
-        entry[..8].copy_from_slice(&timestamp.to_be_bytes());
-        entry[8..].copy_from_slice(&relative.to_be_bytes());
-        self.file.push(&entry);
-    }
-
-    /// The entry with the largest timestamp `<= target`, as (entry index, entry); `None`
-    /// when every entry is later (the scan then starts at the segment's first byte).
-    pub(crate) fn lookup(&self, target: i64) -> Option<(usize, TimestampOffset)> {
-        let (mut low, mut high) = (0, self.len());
-        while low < high {
-            let middle = low + (high - low) / 2;
-            if self.entry(middle).timestamp <= target {
-                low = middle + 1;
-            } else {
-                high = middle;
-            }
-        }
-        low.checked_sub(1).map(|index| (index, self.entry(index)))
     }
 
     /// The sanity check on open: timestamps and offsets strictly increase, timestamps are
     /// not negative, and every offset is inside `base..end_offset`.
     pub(crate) fn check(&self, end_offset: i64) -> Result<(), IndexProblem> {
-        let mut previous: Option<TimestampOffset> = None;
-        for index in 0..self.len() {
-            let entry = self.entry(index);
-            let increasing = match previous {
-                Some(previous) => entry.timestamp > previous.timestamp && entry.offset > previous.offset,
-                None => entry.timestamp >= 0,
-            };
-            if !increasing {
-                return Err(IndexProblem::NotIncreasing { entry: index });
-            }
-            if entry.offset >= end_offset {
-                return Err(IndexProblem::OffsetOutOfSegment {
-                    entry: index,
-                    offset: entry.offset,
-                    base: self.base_offset,
-                    end: end_offset,
-                });
-            }
-            previous = Some(entry);
-        }
-        Ok(())
+        self.check_entries(end_offset, |_, _| Ok(()))
     }
 
     /// Drops every entry for an offset at or past `end_offset`: what recovery does after it
     /// cut the log.
     pub(crate) fn truncate_to_offset(&mut self, end_offset: i64) {
-        let keep = (0..self.len()).position(|index| self.entry(index).offset >= end_offset).unwrap_or(self.len());
-        self.file.truncate(keep);
+        self.truncate_from_first(|entry| entry.offset >= end_offset);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn new_index(dir: &Path, max_bytes: usize) -> TimeIndex {
@@ -233,7 +178,7 @@ mod tests {
 
         let mut reopened = TimeIndex::open(&path, 50).expect("open").expect("exists");
         assert!(reopened.check(100).is_err(), "preallocated zero entries do not increase");
-        reopened.file_mut().strip_trailing_zeroes();
+        reopened.strip_trailing_zeroes();
         assert_eq!(reopened.check(100), Ok(()));
         reopened.truncate_to_offset(55);
         assert_eq!(reopened.len(), 1);

@@ -27,7 +27,8 @@ impl TestBroker {
     pub async fn start_with(tweak: impl FnOnce(&mut minilog::config::BrokerConfig)) -> TestBroker {
         let dir = tempfile::tempdir().unwrap();
         let mut config = minilog::config::BrokerConfig::with_dir(dir.path(), "127.0.0.1:0".parse().unwrap());
-        config.admin_port = Some(0);
+        // With --listen on port 0 and no --admin-port, the admin endpoint gets a free port too.
+        config.admin_port = None;
         tweak(&mut config);
         let running = minilog::start(config).await.unwrap();
         TestBroker { addr: running.addr, running: Some(running), dir }
@@ -105,23 +106,67 @@ pub fn batch(n: usize, compression: Compression) -> bytes::Bytes {
     batch_at(n, compression, 1_700_000_000_000)
 }
 
+/// [`batch`] with the timestamps `timestamp, timestamp + 1, ...`.
 pub fn batch_at(n: usize, compression: Compression, timestamp: i64) -> bytes::Bytes {
+    batch_with(n, compression, timestamp, |i| format!("value-{i}").into_bytes())
+}
+
+/// One uncompressed batch of `n` records with `value_len`-byte values, for tests where the
+/// size of a batch matters (segment rolls, index intervals, reads bounded by bytes).
+pub fn sized_batch(n: usize, value_len: usize, timestamp: i64) -> bytes::Bytes {
+    assert!(n > 0, "a batch holds at least one record");
+    batch_with(n, Compression::None, timestamp, |i| vec![(i % 251) as u8; value_len])
+}
+
+/// The builder the others share: one v2 batch of `n` records, record `i` with key `key-i`,
+/// value `value(i)` and timestamp `timestamp + i`, encoded by kafka-protocol (the codec a
+/// Rust client would use, so the broker is checked against code it does not share).
+pub fn batch_with(
+    n: usize,
+    compression: Compression,
+    timestamp: i64,
+    value: impl Fn(usize) -> Vec<u8>,
+) -> bytes::Bytes {
+    producer_batch(n, compression, timestamp, value, Producer::NONE)
+}
+
+/// Who wrote a batch: an idempotent producer's id, epoch and first sequence, or none.
+#[derive(Clone, Copy, Debug)]
+pub struct Producer {
+    pub id: i64,
+    pub epoch: i16,
+    pub first_sequence: i32,
+}
+
+impl Producer {
+    /// A producer without idempotence: no id, no epoch, base sequence -1.
+    pub const NONE: Producer = Producer { id: -1, epoch: -1, first_sequence: -1 };
+}
+
+/// [`batch_with`] written by `producer`.
+pub fn producer_batch(
+    n: usize,
+    compression: Compression,
+    timestamp: i64,
+    value: impl Fn(usize) -> Vec<u8>,
+    producer: Producer,
+) -> bytes::Bytes {
     let records: Vec<Record> = (0..n)
         .map(|i| Record {
             transactional: false,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id: producer.id,
+            producer_epoch: producer.epoch,
             timestamp_type: TimestampType::Creation,
-            // The encoder starts a new batch whenever offset - sequence changes; a
-            // non-idempotent producer's base sequence is -1.
+            // The encoder starts a new batch whenever offset - sequence changes, so the
+            // sequences count up with the offsets from the producer's first sequence.
             offset: i as i64,
-            sequence: i as i32 - 1,
+            sequence: producer.first_sequence + i as i32,
             timestamp: timestamp + i as i64,
             key: Some(format!("key-{i}").into()),
-            value: Some(format!("value-{i}").into()),
+            value: Some(value(i).into()),
             headers: Default::default(),
         })
         .collect();

@@ -9,6 +9,10 @@
 //! 3. wait for the flush policy ([`Broker::durable`](crate::broker::Broker::durable)),
 //!    then acknowledge.
 //!
+//! Batches from idempotent producers are checked against their sequence numbers before
+//! step 2 ([`crate::producer_state`]); a retried batch gets the offset it was first
+//! written at and is not written again.
+//!
 //! acks=0 gets no response at all, as in Kafka. acks=1 and acks=-1 mean the same with
 //! one broker: the leader is the whole in-sync replica set.
 
@@ -19,6 +23,7 @@ use kafka_protocol::ResponseError;
 
 use super::{code, str_bytes};
 use crate::broker::{ProduceError, OFFSETS_TOPIC};
+use crate::producer_state::SequenceError;
 use crate::protocol::RequestContext;
 use crate::server::Server;
 use crate::storage::AppendError;
@@ -65,7 +70,8 @@ pub async fn handle(
             };
             let mut owned = BytesMut::from(&records[..]);
             match broker.append(&partition, &mut owned) {
-                Ok(info) => {
+                Ok(appended) => {
+                    let info = appended.info;
                     broker.metrics.record_in(&name, info.bytes as u64, info.record_count);
                     let log_start = partition.log_start_offset();
                     pending.push((partitions.len(), partition, info.last_offset + 1));
@@ -111,5 +117,8 @@ fn error_code(error: &ProduceError) -> i16 {
         ProduceError::Append(AppendError::Corrupt(_)) => ResponseError::CorruptMessage,
         ProduceError::Append(AppendError::TooLarge { .. }) => ResponseError::MessageTooLarge,
         ProduceError::Append(AppendError::Io(_)) | ProduceError::Sync(_) => ResponseError::KafkaStorageError,
+        ProduceError::Sequence(SequenceError::StaleEpoch { .. }) => ResponseError::InvalidProducerEpoch,
+        ProduceError::Sequence(SequenceError::OutOfOrder { .. }) => ResponseError::OutOfOrderSequenceNumber,
+        ProduceError::Transactional => ResponseError::InvalidTxnState,
     })
 }
