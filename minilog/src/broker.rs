@@ -72,6 +72,8 @@ pub struct Partition {
     /// Held while an fsync of this partition runs. Whoever gets it next checks whether
     /// the previous fsync already covered them: that is the group commit.
     sync_lock: tokio::sync::Mutex<()>,
+    /// fsync rounds run, to show (and test) that concurrent produces share them.
+    fsyncs: AtomicU64,
 }
 
 impl Partition {
@@ -97,6 +99,7 @@ impl Partition {
             }
             let target = self.log.lock().flush_target();
             let covered = target.end_offset;
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
             let target = tokio::task::spawn_blocking(move || target.sync().map(|_| target))
                 .await
                 .map_err(|e| io::Error::other(format!("fsync task failed: {e}")))??;
@@ -109,6 +112,16 @@ impl Partition {
                 return Err(io::Error::other("partition log ended before the requested offset"));
             }
         }
+    }
+
+    /// fsync rounds run on this partition so far.
+    pub fn fsyncs(&self) -> u64 {
+        self.fsyncs.load(Ordering::Relaxed)
+    }
+
+    /// Everything below this offset is on disk.
+    pub fn flushed_offset(&self) -> i64 {
+        *self.flushed.borrow()
     }
 
     /// Waits until everything below `end_offset` is fsynced by the interval flusher.
@@ -415,6 +428,7 @@ impl Broker {
                 producers: Mutex::new(producers),
                 flushed: tokio::sync::watch::channel(flushed).0,
                 sync_lock: tokio::sync::Mutex::new(()),
+                fsyncs: AtomicU64::new(0),
             }));
         }
         Ok(Topic { name, id, config, overrides, partitions: opened, internal })
