@@ -36,6 +36,7 @@
 pub mod error;
 pub mod interrupt;
 pub mod kv;
+pub mod log;
 pub mod mass_insert;
 pub mod process;
 pub mod redis_benchmark;

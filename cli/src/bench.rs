@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use minibench::{kv, report, BenchError};
+use minibench::log::brokers::System;
+use minibench::{kv, log, report, BenchError};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
@@ -11,13 +12,15 @@ pub enum BenchCommand {
     /// -P 1 and -P 16, plus memory for 1M keys. Needs redis-server, redis-benchmark and
     /// redis-cli on PATH and the minikv binary next to `mini` (or MINIKV_BIN).
     Kv(KvArgs),
+    /// minilog vs Redis Streams (redis-server 7.0) vs NATS JetStream (nats-server 2.9):
+    /// produce and consume throughput and produce latency for 100-byte and 1 KiB records,
+    /// one producer and one consumer, minilog driven by librdkafka. Needs redis-server and
+    /// nats-server on PATH and the minilog binary next to `mini` (or MINILOG_BIN).
+    Log(LogArgs),
 }
 
 #[derive(clap::Args, Debug)]
 pub struct KvArgs {
-    /// Print the results as JSON on stdout instead of markdown tables.
-    #[arg(long)]
-    json: bool,
     /// Requests per test at -P 1; -P 16 runs ten times as many [default: 500000, or
     /// 2000 with --quick].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -34,25 +37,73 @@ pub struct KvArgs {
     /// A smoke test: tiny loads, one round, 20000 keys for the memory test.
     #[arg(long)]
     quick: bool,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LogArgs {
+    /// Records per run at 100 bytes; the 1 KiB runs get a fifth as many [default:
+    /// 3000000, or 20000 with --quick].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(5..))]
+    records: Option<u64>,
+    /// Rounds per system and size; each figure is the median [default: 3, or 1 with --quick].
+    #[arg(long, value_name = "R", value_parser = clap::value_parser!(u64).range(1..=100))]
+    rounds: Option<u64>,
+    /// Records any producer may have sent but not yet seen acknowledged, the same for
+    /// every system.
+    #[arg(long, value_name = "W", default_value_t = log::WINDOW, value_parser = clap::value_parser!(u64).range(1..))]
+    window: u64,
+    /// The systems to run (comma-separated); fewer than all three leave ratios and bars
+    /// unmet.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_system,
+          default_value = "minilog,redis-streams,jetstream")]
+    systems: Vec<System>,
+    /// A smoke test: 20000 records of 100 B and 5000 of 1 KiB, one round.
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// How a benchmark's report is shown, the same for every benchmark.
+#[derive(clap::Args, Debug)]
+pub struct OutputArgs {
+    /// Print the results as JSON on stdout instead of markdown tables.
+    #[arg(long)]
+    json: bool,
     /// Also write the markdown tables to FILE.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
 }
 
+fn parse_system(name: &str) -> Result<System, String> {
+    System::ALL.into_iter().find(|s| s.name() == name).ok_or_else(|| {
+        let names: Vec<&str> = System::ALL.iter().map(|s| s.name()).collect();
+        format!("unknown system '{name}'; expected one of {}", names.join(", "))
+    })
+}
+
 /// Runs a benchmark; returns the process exit code.
 pub fn run(command: BenchCommand) -> i32 {
     match command {
-        BenchCommand::Kv(args) => match bench_kv(&args) {
-            Ok(()) => 0,
-            Err(BenchError::Interrupted) => {
-                eprintln!("mini bench kv: {}", BenchError::Interrupted);
+        BenchCommand::Kv(args) => exit_code("kv", bench_kv(&args), |e| matches!(e, BenchError::Interrupted)),
+        BenchCommand::Log(args) => exit_code("log", bench_log(&args), log::LogBenchError::is_interrupted),
+    }
+}
+
+/// 0, or the error on stderr and 130 for a Ctrl-C, 1 for anything else.
+fn exit_code<E: std::fmt::Display>(name: &str, result: Result<(), E>, interrupted: fn(&E) -> bool) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("mini bench {name}: {e}");
+            if interrupted(&e) {
                 130
-            }
-            Err(e) => {
-                eprintln!("mini bench kv: {e}");
+            } else {
                 1
             }
-        },
+        }
     }
 }
 
@@ -71,14 +122,43 @@ fn options(args: &KvArgs) -> kv::Options {
 
 fn bench_kv(args: &KvArgs) -> Result<(), BenchError> {
     let report = kv::run(&options(args))?;
-    let markdown = report::render_markdown(&report);
-    if let Some(path) = &args.out {
-        std::fs::write(path, &markdown).map_err(BenchError::io(format!("can't write {}", path.display())))?;
+    emit(|| serde_json::to_string_pretty(&report), &report::render_markdown(&report), &args.output)
+}
+
+fn log_options(args: &LogArgs) -> log::Options {
+    let mut options = if args.quick { log::Options::quick() } else { log::Options::full() };
+    if let Some(n) = args.records {
+        options.small_records = n;
+        options.large_records = n / 5;
+    }
+    if let Some(r) = args.rounds {
+        options.rounds = r as usize;
+    }
+    options.window = args.window;
+    options.systems = args.systems.clone();
+    options
+}
+
+fn bench_log(args: &LogArgs) -> Result<(), log::LogBenchError> {
+    let report = log::run(&log_options(args))?;
+    let markdown = log::report::render_markdown(&report);
+    Ok(emit(|| serde_json::to_string_pretty(&report), &markdown, &args.output)?)
+}
+
+/// Prints a report: its JSON (from `to_json`) with `--json`, else the markdown; the
+/// markdown also to `--out`.
+fn emit(
+    to_json: impl FnOnce() -> serde_json::Result<String>,
+    markdown: &str,
+    output: &OutputArgs,
+) -> Result<(), BenchError> {
+    if let Some(path) = &output.out {
+        std::fs::write(path, markdown).map_err(BenchError::io(format!("can't write {}", path.display())))?;
         eprintln!("wrote {}", path.display());
     }
-    if args.json {
-        let json = serde_json::to_string_pretty(&report)
-            .map_err(|e| BenchError::Io { context: "can't encode the report".into(), source: e.into() })?;
+    if output.json {
+        let json =
+            to_json().map_err(|e| BenchError::Io { context: "can't encode the report".into(), source: e.into() })?;
         println!("{json}");
     } else {
         println!("{markdown}");
@@ -97,11 +177,22 @@ mod tests {
         command: BenchCommand,
     }
 
-    fn parse(line: &[&str]) -> KvArgs {
+    fn parse_command(line: &[&str]) -> BenchCommand {
         let argv = std::iter::once("bench").chain(line.iter().copied());
-        match Wrapper::try_parse_from(argv).map(|w| w.command) {
-            Ok(BenchCommand::Kv(args)) => args,
-            Err(e) => panic!("{e}"),
+        Wrapper::try_parse_from(argv).map(|w| w.command).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn parse(line: &[&str]) -> KvArgs {
+        match parse_command(line) {
+            BenchCommand::Kv(args) => args,
+            other => panic!("not kv: {other:?}"),
+        }
+    }
+
+    fn parse_log(line: &[&str]) -> LogArgs {
+        match parse_command(line) {
+            BenchCommand::Log(args) => args,
+            other => panic!("not log: {other:?}"),
         }
     }
 
@@ -128,5 +219,28 @@ mod tests {
         assert!(refused(&["kv", "--rounds", "0"]));
         assert!(refused(&["kv", "--requests", "0"]));
         assert!(refused(&["kv", "--client-threads", "0"]));
+    }
+
+    #[test]
+    fn log_defaults_are_the_full_benchmark_with_every_system() {
+        let o = log_options(&parse_log(&["log"]));
+        assert_eq!((o.small_records, o.large_records, o.rounds, o.window), (3_000_000, 600_000, 3, log::WINDOW));
+        assert_eq!(o.systems, System::ALL);
+        let quick = log_options(&parse_log(&["log", "--quick"]));
+        assert_eq!((quick.small_records, quick.rounds), (log::Options::quick().small_records, 1));
+    }
+
+    #[test]
+    fn log_flags_scale_the_run_and_pick_systems() {
+        let o = log_options(&parse_log(&["log", "--records", "1000", "--rounds", "2", "--window", "10"]));
+        assert_eq!((o.small_records, o.large_records, o.rounds, o.window), (1000, 200, 2, 10));
+        let o = log_options(&parse_log(&["log", "--systems", "redis-streams,jetstream"]));
+        assert_eq!(o.systems, [System::RedisStreams, System::Jetstream]);
+        let refused =
+            |line: &[&str]| Wrapper::try_parse_from(std::iter::once("bench").chain(line.iter().copied())).is_err();
+        assert!(refused(&["log", "--systems", "kafka"]));
+        assert!(refused(&["log", "--records", "0"]));
+        assert!(refused(&["log", "--window", "0"]));
+        assert!(refused(&["log", "--rounds", "0"]));
     }
 }

@@ -327,7 +327,7 @@ impl Broker {
         validate_only: bool,
     ) -> Result<Arc<Topic>, CreateTopicError> {
         Self::validate_topic_name(name)?;
-        if name.starts_with("__") && name == OFFSETS_TOPIC {
+        if name == OFFSETS_TOPIC {
             return Err(CreateTopicError::Exists(name.into()));
         }
         let partitions = if partitions == -1 { self.config.num_partitions } else { partitions };
