@@ -417,7 +417,7 @@ impl Config {
             }
             ("client-output-buffer-limit", Parsed::Text(v)) => {
                 let words: Vec<&str> = v.split_whitespace().collect();
-                if words.is_empty() || words.len() % 4 != 0 {
+                if words.is_empty() || !words.len().is_multiple_of(4) {
                     return Err(invalid("Wrong number of arguments in buffer limit configuration."));
                 }
                 let mut pubsub = s.pubsub_output_limit;

@@ -85,7 +85,7 @@ async fn settle_oldest(
     if ack.sequence != seq + 1 {
         return Err(format!("record {seq} was stored at stream sequence {}, not {}", ack.sequence, seq + 1));
     }
-    if latency.count() % CHECK_EVERY == 0 {
+    if latency.count().is_multiple_of(CHECK_EVERY) {
         watch.check(latency.count())?;
     }
     Ok(())
@@ -157,7 +157,7 @@ pub async fn consume(port: u16, workload: &Workload, watch: &mut Watch) -> Resul
             Ok(Some(Ok(message))) => {
                 payload::check(&message.payload, workload.record_bytes, next)?;
                 next += 1;
-                if next % CHECK_EVERY == 0 {
+                if next.is_multiple_of(CHECK_EVERY) {
                     watch.check(next)?;
                 }
             }

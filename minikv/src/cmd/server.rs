@@ -459,7 +459,7 @@ static CONFIG_SET_LOCK: Mutex<()> = Mutex::new(());
 /// is checked first (unknown, immutable, given twice), then the values are set in
 /// order; if one is refused, the ones set before it get their old values back.
 fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return ctx.reply.error(ERR_SYNTAX);
     }
     let config = &ctx.server.config;

@@ -343,7 +343,7 @@ fn mget(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 }
 
 fn mset(ctx: &mut Ctx<'_>, args: &Args<'_>) {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         return ctx.reply.error("ERR wrong number of arguments for 'mset' command");
     }
     for i in (1..args.len()).step_by(2) {
@@ -353,7 +353,7 @@ fn mset(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 }
 
 fn msetnx(ctx: &mut Ctx<'_>, args: &Args<'_>) {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         return ctx.reply.error("ERR wrong number of arguments for 'msetnx' command");
     }
     for i in (1..args.len()).step_by(2) {

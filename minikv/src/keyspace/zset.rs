@@ -1114,7 +1114,7 @@ mod tests {
     fn member(m: u8) -> Vec<u8> {
         // Some long members too, so heap-stored CompactBytes are exercised.
         let mut v = format!("m{:03}", m % 64).into_bytes();
-        if m % 7 == 0 {
+        if m.is_multiple_of(7) {
             v.extend_from_slice(&[b'x'; 30]);
         }
         v
