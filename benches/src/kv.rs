@@ -27,16 +27,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
-use crate::mass_insert;
-use crate::process::find_on_path;
+use crate::environment::{cores, cpu_model, version_line};
+use crate::process::{find_on_path, locate_built};
 use crate::redis_benchmark::{self, Failure, Load};
 use crate::report::{
     Comparison, Environment, MemoryComparison, MemorySide, Report, Round, Settings, Side, TestComparison,
 };
-use crate::server::{Durability, Kind, ServerProcess};
+use crate::server::{server_args, Durability, Kind, Ready, ServerProcess};
 use crate::{interrupt, BenchError};
+use crate::{mass_insert, progress};
 
 /// The redis-benchmark tests, in the order they run (LPOP after LPUSH, GET after SET).
 pub const TESTS: [&str; 8] = ["set", "get", "incr", "lpush", "lpop", "sadd", "zadd", "hset"];
@@ -122,11 +123,7 @@ struct Tools {
 /// The minikv binary: `$MINIKV_BIN`, else `minikv` next to the running executable
 /// (`cargo build --release -p minikv -p mini-cli` puts both in target/release).
 pub fn locate_minikv() -> Result<PathBuf, BenchError> {
-    if let Some(path) = std::env::var_os("MINIKV_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe().map_err(BenchError::io("can't find the running executable"))?;
-    Ok(exe.with_file_name("minikv"))
+    locate_built("minikv", "MINIKV_BIN")
 }
 
 fn find_tools(options: &Options) -> Result<Tools, BenchError> {
@@ -146,15 +143,6 @@ fn find_tools(options: &Options) -> Result<Tools, BenchError> {
     })
 }
 
-/// Runs `binary --version` and returns its first line.
-fn version_line(binary: &Path) -> Result<String, BenchError> {
-    let out = std::process::Command::new(binary)
-        .arg("--version")
-        .output()
-        .map_err(BenchError::io(format!("can't run {} --version", binary.display())))?;
-    Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").trim().to_string())
-}
-
 /// "7.0.15 (jemalloc-5.3.0)" from `Redis server v=7.0.15 sha=... malloc=jemalloc-5.3.0 ...`.
 pub fn parse_redis_version(line: &str) -> Option<String> {
     let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name));
@@ -163,17 +151,6 @@ pub fn parse_redis_version(line: &str) -> Option<String> {
         Some(malloc) => format!("{version} ({malloc})"),
         None => version.to_string(),
     })
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines().find_map(|l| {
-                l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".to_string())
 }
 
 /// Runs the whole comparison. Prints a line or two to stderr on the way (versions,
@@ -195,12 +172,7 @@ pub fn run(options: &Options) -> Result<Report, BenchError> {
     let minikv_version = version_line(&tools.minikv)?;
     eprintln!("{minikv_version} ({})", tools.minikv.display());
 
-    let environment = Environment {
-        redis_version,
-        minikv_version,
-        cpu: cpu_model(),
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let environment = Environment { redis_version, minikv_version, cpu: cpu_model(), cores: cores() };
     let settings = Settings {
         clients: CLIENTS,
         threads: options.client_threads,
@@ -211,12 +183,7 @@ pub fn run(options: &Options) -> Result<Report, BenchError> {
     };
 
     let steps = DURABILITIES.len() * options.runs().len() * options.rounds * 2 * TESTS.len() + 3;
-    let bar = if options.progress { ProgressBar::new(steps as u64) } else { ProgressBar::hidden() };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = progress::bar(steps, options.progress);
     let scratch = tempfile::Builder::new()
         .prefix("minibench-")
         .tempdir()
@@ -261,8 +228,11 @@ impl Contender {
 }
 
 fn start_pair(tools: &Tools, durability: Durability) -> Result<[Contender; 2], BenchError> {
-    let redis = ServerProcess::start(Kind::Redis, &tools.redis_server, durability)?;
-    let minikv = ServerProcess::start(Kind::Minikv, &tools.minikv, durability)?;
+    let start = |kind: Kind, binary: &Path| {
+        ServerProcess::start(kind.name(), binary, |port, dir| server_args(kind, port, durability, dir), Ready::Pong)
+    };
+    let redis = start(Kind::Redis, &tools.redis_server)?;
+    let minikv = start(Kind::Minikv, &tools.minikv)?;
     Ok([Contender { server: redis, broken: None }, Contender { server: minikv, broken: None }])
 }
 
@@ -290,7 +260,7 @@ fn compare_throughput(
                         durability.describe(),
                         round + 1,
                         options.rounds,
-                        contender.server.kind.name(),
+                        contender.server.name,
                         test.to_uppercase()
                     ));
                     let load = Load { test, requests, pipeline, clients: CLIENTS, threads: options.client_threads };
@@ -369,7 +339,7 @@ fn compare_memory(
     bar.inc(1);
 
     for (side, contender) in sides.iter_mut().zip(&pair) {
-        let name = contender.server.kind.name();
+        let name = contender.server.name;
         bar.set_message(format!("memory: loading {} keys into {name}", options.memory_keys));
         let loaded = mass_insert::pipe(&tools.redis_cli, contender.server.port, &file, LOAD_TIMEOUT, scratch)?;
         bar.inc(1);

@@ -12,7 +12,13 @@
 //!          ──> redis_benchmark.rs: one redis-benchmark per test, CSV parsed
 //!          ──> mass_insert.rs: 1M SETs through `redis-cli --pipe`, then RSS
 //!          ──> report.rs: medians and ratios, markdown tables or JSON
+//!  log::run ──> log/brokers.rs: minilog, redis-server, nats-server, each through server.rs
+//!           ──> log/{kafka,redis_streams,jetstream}.rs: one producer, one consumer
+//!           ──> log/report.rs: its own tables, report.rs's rounds, cells and bars
 //! ```
+//!
+//! Both read the machine the same way ([`environment`]) and draw the same progress
+//! bar ([`progress`]).
 //!
 //! Every process the harness starts is killed when the harness is done with it, on an
 //! error, and on Ctrl-C ([`process`], [`interrupt`]); every wait has a deadline.
@@ -33,12 +39,14 @@
 //! Left out: other machines (client and server always share this one, which caps
 //! both), and other clients than redis-benchmark and redis-cli.
 
+pub mod environment;
 pub mod error;
 pub mod interrupt;
 pub mod kv;
 pub mod log;
 pub mod mass_insert;
 pub mod process;
+pub mod progress;
 pub mod redis_benchmark;
 pub mod report;
 pub mod server;

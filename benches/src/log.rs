@@ -49,14 +49,15 @@ pub mod report;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use self::brokers::{Broker, System};
 use self::phase::{Consumed, Produced, Watch, Workload};
 use self::report::{ConsumeFigures, Environment, LogReport, ProduceFigures, Run, Settings, SizeComparison, SystemRuns};
+use crate::environment::{cores, cpu_model, version_line};
 use crate::kv::parse_redis_version;
-use crate::process::find_on_path;
-use crate::{interrupt, BenchError};
+use crate::process::{find_on_path, locate_built};
+use crate::{interrupt, progress, BenchError};
 
 /// The two record sizes, in bytes: a small event and a typical log line or JSON document.
 pub const RECORD_SIZES: [usize; 2] = [100, 1024];
@@ -166,11 +167,7 @@ impl Binaries {
 /// The minilog binary: `$MINILOG_BIN`, else `minilog` next to the running executable
 /// (`cargo build --release -p minilog -p mini-cli` puts both in target/release).
 pub fn locate_minilog() -> Result<PathBuf, BenchError> {
-    if let Some(path) = std::env::var_os("MINILOG_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe().map_err(BenchError::io("can't find the running executable"))?;
-    Ok(exe.with_file_name("minilog"))
+    locate_built("minilog", "MINILOG_BIN")
 }
 
 fn find_binaries(options: &Options) -> Result<Binaries, LogBenchError> {
@@ -199,30 +196,10 @@ fn find_binaries(options: &Options) -> Result<Binaries, LogBenchError> {
     Ok(Binaries { servers })
 }
 
-/// The first line `binary --version` prints, on stdout or (nats-server) stderr.
-fn version_line(binary: &Path) -> Result<String, BenchError> {
-    let out = std::process::Command::new(binary)
-        .arg("--version")
-        .output()
-        .map_err(BenchError::io(format!("can't run {} --version", binary.display())))?;
-    let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
-    Ok(String::from_utf8_lossy(&text).lines().next().unwrap_or("").trim().to_string())
-}
-
 /// "2.9.10" from `nats-server: v2.9.10`.
 pub fn parse_nats_version(line: &str) -> Option<String> {
     let version = line.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
     version.starts_with(|c: char| c.is_ascii_digit()).then(|| version.to_string())
-}
-
-/// The CPU's model name from /proc/cpuinfo.
-fn cpu_model() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    cpuinfo
-        .lines()
-        .filter_map(|line| line.split_once(':'))
-        .find(|(key, _)| key.trim() == "model name")
-        .map_or_else(|| "unknown CPU".to_string(), |(_, model)| model.trim().to_string())
 }
 
 fn environment(binaries: &Binaries) -> Environment {
@@ -234,7 +211,7 @@ fn environment(binaries: &Binaries) -> Environment {
         nats_version: parse_nats_version(&nats_line).unwrap_or(nats_line),
         librdkafka_version: kafka::librdkafka_version(),
         cpu: cpu_model(),
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cores: cores(),
     };
     eprintln!("librdkafka {}", environment.librdkafka_version);
     environment
@@ -267,12 +244,7 @@ pub fn run(options: &Options) -> Result<LogReport, LogBenchError> {
     let environment = environment(&binaries);
 
     let steps = options.rounds * options.sizes().len() * options.systems.len() * 2;
-    let bar = if options.progress { ProgressBar::new(steps as u64) } else { ProgressBar::hidden() };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = progress::bar(steps, options.progress);
     let result = measure(&binaries, options, &bar);
     bar.finish_and_clear();
     let sizes = result?;
@@ -332,9 +304,7 @@ fn run_one(
     let mut run = Run::default();
     let timeout = phase_timeout(workload.records);
     let mut watch = Watch::new(bar, format!("{label} produce"), workload.records, timeout);
-    let before = cpu::Sample::take(broker.pid());
-    let produced = in_runtime(produce(system, broker.port, workload, &mut watch))?;
-    let cores = cores_since(before, &broker);
+    let (produced, cores) = counting_cores(&broker, produce(system, broker.server.port, workload, &mut watch))?;
     bar.inc(1);
     match produced {
         Ok(produced) => run.produce = Some(ProduceFigures::new(&produced, workload.record_bytes, cores)),
@@ -344,9 +314,7 @@ fn run_one(
         }
     }
     let mut watch = Watch::new(bar, format!("{label} consume"), workload.records, timeout);
-    let before = cpu::Sample::take(broker.pid());
-    let consumed = in_runtime(consume(system, broker.port, workload, &mut watch))?;
-    let cores = cores_since(before, &broker);
+    let (consumed, cores) = counting_cores(&broker, consume(system, broker.server.port, workload, &mut watch))?;
     bar.inc(1);
     match consumed {
         Ok(consumed) => run.consume = Some(ConsumeFigures::new(&consumed, workload.record_bytes, cores)),
@@ -355,9 +323,16 @@ fn run_one(
     Ok(run)
 }
 
-/// The cores server and harness kept busy since `before`.
-fn cores_since(before: Option<cpu::Sample>, broker: &Broker) -> Option<cpu::Cores> {
-    before?.cores_until(&cpu::Sample::take(broker.pid())?)
+/// Runs one phase with [`in_runtime`], and counts the cores server and harness kept
+/// busy meanwhile (`None` when /proc could not be read), to show which side ran out.
+fn counting_cores<T>(
+    broker: &Broker,
+    phase: impl std::future::Future<Output = T>,
+) -> Result<(T, Option<cpu::Cores>), BenchError> {
+    let before = cpu::Sample::take(broker.server.pid());
+    let outcome = in_runtime(phase)?;
+    let after = cpu::Sample::take(broker.server.pid());
+    Ok((outcome, before.zip(after).and_then(|(before, after)| before.cores_until(&after))))
 }
 
 /// Records a failed phase, with the server's state, unless the user pressed Ctrl-C.

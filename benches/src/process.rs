@@ -146,6 +146,18 @@ pub fn find_on_path(tool: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(&path).map(|dir| dir.join(tool)).find(|candidate| is_executable(candidate))
 }
 
+/// A server binary this workspace builds (minikv, minilog): `$env_var` if set, else
+/// `name` next to the running executable, because `cargo build --release -p <name> -p
+/// mini-cli` puts both in target/release. Whether it exists is the caller's check, so
+/// that its error can say how to build that binary.
+pub fn locate_built(name: &str, env_var: &str) -> Result<std::path::PathBuf, BenchError> {
+    if let Some(path) = std::env::var_os(env_var) {
+        return Ok(std::path::PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().map_err(BenchError::io("can't find the running executable"))?;
+    Ok(exe.with_file_name(name))
+}
+
 fn is_executable(path: &std::path::Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)

@@ -4,12 +4,17 @@
 //! A failed test is part of the result, never a reason to drop the rest: its cell
 //! says "failed" and the error is listed under the table, so a command minikv does
 //! not implement yet shows up as exactly that.
+//!
+//! `mini bench log`'s report (log/report.rs) follows the same rules with its own
+//! tables, through the helpers at the end of this file: `summarise` for the rounds,
+//! `figure_cell` and `render_failures` for the tables, `render_bars`,
+//! [`thousands`].
 
 use serde::Serialize;
 
 use crate::redis_benchmark::Row;
 use crate::server::{Durability, Kind};
-use crate::stats::{median, ratio};
+use crate::stats::{median_of, ratio};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -153,22 +158,18 @@ pub struct Summary {
 }
 
 impl Side {
-    /// Summarises the rounds. A test that failed in any round has no median: a number
-    /// from the rounds that happened to work would hide the failure.
+    /// Summarises the rounds with `summarise`: a test that failed in any round has no
+    /// median.
     pub fn from_rounds(rounds: Vec<Round>) -> Side {
-        let error = rounds.iter().enumerate().find_map(|(i, r)| {
-            r.error.as_ref().map(|e| if rounds.len() > 1 { format!("round {}: {e}", i + 1) } else { e.clone() })
-        });
-        let rows: Vec<&Row> = rounds.iter().filter_map(|r| r.row.as_ref()).collect();
-        let median = if error.is_none() && !rows.is_empty() {
-            let of = |f: fn(&Row) -> f64| median(&rows.iter().map(|r| f(r)).collect::<Vec<_>>());
-            match (of(|r| r.rps), of(|r| r.p50_ms), of(|r| r.p99_ms)) {
-                (Some(rps), Some(p50_ms), Some(p99_ms)) => Some(Summary { rps, p50_ms, p99_ms }),
-                _ => None,
-            }
-        } else {
-            None
-        };
+        let (median, error) = summarise(
+            &rounds,
+            |r| r.error.as_ref(),
+            |r| r.row.as_ref(),
+            |rows| {
+                let of = |f: fn(&Row) -> f64| median_of(rows, |r| f(r));
+                Some(Summary { rps: of(|r| r.rps)?, p50_ms: of(|r| r.p50_ms)?, p99_ms: of(|r| r.p99_ms)? })
+            },
+        );
         Side { rounds, median, error }
     }
 }
@@ -239,20 +240,14 @@ pub fn render_markdown(report: &Report) -> String {
     }
     if !report.bars.is_empty() {
         out.push('\n');
-        out.push_str(&render_bars(&report.bars));
+        out.push_str(&render_kv_bars(&report.bars));
     }
     out
 }
 
-fn render_bars(bars: &[BarCheck]) -> String {
-    let met = bars.iter().filter(|b| b.met).count();
-    let mut out = format!("#### Bars: {met} of {} met\n\n", bars.len());
-    out.push_str("| what | bar | minikv/redis | met |\n|---|---|---:|---|\n");
-    for b in bars {
-        let measured = b.measured.map_or("-".to_string(), |r| format!("{r:.2}"));
-        out.push_str(&format!("| {} | {} | {measured} | {} |\n", b.what, b.bar, if b.met { "yes" } else { "**no**" }));
-    }
-    out
+/// The bars table, each measured figure a ratio minikv/redis.
+fn render_kv_bars(bars: &[BarCheck]) -> String {
+    render_bars(bars, "minikv/redis", |_, r| format!("{r:.2}"))
 }
 
 fn render_comparison(c: &Comparison) -> String {
@@ -261,14 +256,10 @@ fn render_comparison(c: &Comparison) -> String {
     out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
     let mut failures = Vec::new();
     for t in &c.tests {
-        let cell = |side: &Side, f: fn(&Summary) -> String| match (&side.median, &side.error) {
-            (Some(m), _) => f(m),
-            (None, Some(_)) => "failed".to_string(),
-            (None, None) => "-".to_string(),
-        };
+        let cell = |side: &Side, f: fn(&Summary) -> String| figure_cell(side.median.as_ref(), side.error.is_some(), f);
         for (kind, side) in [(Kind::Redis, &t.redis), (Kind::Minikv, &t.minikv)] {
             if let Some(e) = &side.error {
-                failures.push(format!("- {} {}: {}", kind.name(), t.test.to_uppercase(), escape(e)));
+                failures.push((format!("{} {}", kind.name(), t.test.to_uppercase()), e.as_str()));
             }
         }
         out.push_str(&format!(
@@ -283,13 +274,7 @@ fn render_comparison(c: &Comparison) -> String {
             cell(&t.minikv, |m| format!("{:.3}", m.p99_ms)),
         ));
     }
-    if !failures.is_empty() {
-        out.push_str("\nFailed:\n");
-        for f in failures {
-            out.push_str(&f);
-            out.push('\n');
-        }
-    }
+    out.push_str(&render_failures(&failures));
     out
 }
 
@@ -322,16 +307,67 @@ fn render_memory(m: &MemoryComparison) -> String {
         keys(m.redis.keys_loaded),
         keys(m.minikv.keys_loaded)
     ));
-    let mut failures = Vec::new();
-    for (kind, side) in [(Kind::Redis, &m.redis), (Kind::Minikv, &m.minikv)] {
-        if let Some(e) = &side.error {
-            failures.push(format!("- {}: {}", kind.name(), escape(e)));
-        }
+    let failures: Vec<(String, &str)> = [(Kind::Redis, &m.redis), (Kind::Minikv, &m.minikv)]
+        .into_iter()
+        .filter_map(|(kind, side)| Some((kind.name().to_string(), side.error.as_deref()?)))
+        .collect();
+    out.push_str(&render_failures(&failures));
+    out
+}
+
+// What every side-by-side report shares: how rounds are summed up, how a table cell
+// and the failures under a table are written, the bars table, and number formats.
+
+/// How every side of a report sums up its rounds: the first failure, named by its
+/// round when there were several, and the medians (from `medians`, given every round
+/// that `complete` finds whole) only when no round failed, because a number from the
+/// rounds that happened to work would hide the failure.
+pub(crate) fn summarise<'a, R, C, S>(
+    rounds: &'a [R],
+    error: impl Fn(&'a R) -> Option<&'a String>,
+    complete: impl Fn(&'a R) -> Option<C>,
+    medians: impl FnOnce(&[C]) -> Option<S>,
+) -> (Option<S>, Option<String>) {
+    let error = rounds.iter().enumerate().find_map(|(i, r)| {
+        error(r).map(|e| if rounds.len() > 1 { format!("round {}: {e}", i + 1) } else { e.clone() })
+    });
+    let complete: Vec<C> = rounds.iter().filter_map(complete).collect();
+    let median = if error.is_none() && !complete.is_empty() { medians(&complete) } else { None };
+    (median, error)
+}
+
+/// One table cell of a side's medians: the figure, or "failed" when a round failed
+/// (the error is listed under the table), or "-" when there is nothing to show.
+pub(crate) fn figure_cell<M>(median: Option<&M>, failed: bool, figure: impl Fn(&M) -> String) -> String {
+    match median {
+        Some(m) => figure(m),
+        None if failed => "failed".to_string(),
+        None => "-".to_string(),
     }
-    if !failures.is_empty() {
-        out.push_str("\nFailed:\n");
-        out.push_str(&failures.join("\n"));
-        out.push('\n');
+}
+
+/// The "Failed:" list under a table, one `- who: error` line each, or nothing when
+/// every side worked.
+pub(crate) fn render_failures(failures: &[(String, &str)]) -> String {
+    if failures.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nFailed:\n");
+    for (who, error) in failures {
+        out.push_str(&format!("- {who}: {}\n", escape(error)));
+    }
+    out
+}
+
+/// The bars table. `column` heads the measured figures and `measured` writes one,
+/// because each benchmark states its bars in its own unit (a ratio, records/s).
+pub(crate) fn render_bars(bars: &[BarCheck], column: &str, measured: impl Fn(&BarCheck, f64) -> String) -> String {
+    let met = bars.iter().filter(|b| b.met).count();
+    let mut out = format!("#### Bars: {met} of {} met\n\n", bars.len());
+    out.push_str(&format!("| what | bar | {column} | met |\n|---|---|---:|---|\n"));
+    for b in bars {
+        let figure = b.measured.map_or("-".to_string(), |m| measured(b, m));
+        out.push_str(&format!("| {} | {} | {figure} | {} |\n", b.what, b.bar, if b.met { "yes" } else { "**no**" }));
     }
     out
 }
@@ -478,7 +514,7 @@ mod tests {
         let c = Comparison { durability: Durability::AofEverysec, pipeline: 16, requests: 1, tests: vec![slower] };
         let checked = check_bars(&[c], None);
         assert!(!checked[0].met, "0.99x misses a 1.0x bar");
-        let md = render_bars(&checked);
+        let md = render_kv_bars(&checked);
         assert!(md.contains("#### Bars: 0 of 1 met"), "{md}");
         assert!(
             md.contains("| GET ops/s, AOF, appendfsync everysec, -P 16 | >= 1.00x redis | 0.99 | **no** |"),

@@ -1,5 +1,11 @@
-//! The two servers under test, started the same way: a separate process, its own
-//! temporary directory, a free port on 127.0.0.1, the same durability settings.
+//! Starting a server under test, the same way for every benchmark: a separate
+//! process, its own temporary directory with an empty data directory inside, a free
+//! port on 127.0.0.1, its output in a log file, killed by pid when dropped. What
+//! differs from server to server is passed in: the command line and how to tell the
+//! server is ready ([`Ready`]). `mini bench log`'s brokers (log/brokers.rs) start
+//! through [`ServerProcess`] too.
+//!
+//! `mini bench kv`'s two servers get the same durability settings:
 //!
 //! | durability     | redis-server                                         | minikv                                     |
 //! |----------------|------------------------------------------------------|--------------------------------------------|
@@ -20,9 +26,13 @@ use serde::Serialize;
 use crate::process::{self, Guarded};
 use crate::{interrupt, BenchError};
 
-/// How long a server may take to answer its first PING. Both start in milliseconds
-/// on an empty directory; the slack is for a loaded CI machine.
+/// How long a server may take to become [`Ready`]. Every one of them starts in
+/// milliseconds on an empty directory; the slack is for a loaded CI machine.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Tries before giving up when another process grabs the chosen port first: between
+/// [`free_port`] closing its listener and the server binding, the port is up for grabs.
+const START_ATTEMPTS: usize = 3;
 
 /// The deadline for one admin command (FLUSHALL, INFO, DBSIZE). FLUSHALL of a million
 /// keys is the slowest of them and takes well under a second.
@@ -93,9 +103,51 @@ pub fn server_args(kind: Kind, port: u16, durability: Durability, dir: &Path) ->
     args
 }
 
-/// A running server, killed (SIGKILL) and its directory removed when dropped.
+/// How the harness tells that a server it started is ready to be measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// It answers PING with PONG: the Redis-protocol servers of `mini bench kv`, to
+    /// which the harness itself then sends FLUSHALL, DBSIZE and INFO.
+    Pong,
+    /// Its port accepts a TCP connection: `mini bench log`'s brokers, each speaking its
+    /// own protocol; the client's first request then has a deadline of its own.
+    Listening,
+}
+
+impl Ready {
+    fn check(self, server: &ServerProcess) -> bool {
+        match self {
+            Ready::Pong => server.ping().is_ok(),
+            Ready::Listening => {
+                let address = std::net::SocketAddr::from(([127, 0, 0, 1], server.port));
+                std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
+            }
+        }
+    }
+
+    /// How long to wait between checks: a PING opens a connection and waits for a
+    /// reply, a refused connect costs next to nothing.
+    fn poll(self) -> Duration {
+        match self {
+            Ready::Pong => Duration::from_millis(50),
+            Ready::Listening => Duration::from_millis(20),
+        }
+    }
+
+    /// Why the server is not ready after [`START_TIMEOUT`], for the start error.
+    fn missed(self, port: u16) -> String {
+        match self {
+            Ready::Pong => format!("no PONG within {} s", START_TIMEOUT.as_secs()),
+            Ready::Listening => format!("port {port} not open within {} s", START_TIMEOUT.as_secs()),
+        }
+    }
+}
+
+/// A running server, killed (SIGKILL, by pid) and its directory removed when dropped.
 pub struct ServerProcess {
-    pub kind: Kind,
+    /// What the server is ("redis", "minikv", "jetstream"), for messages and the name
+    /// of its temporary directory.
+    pub name: &'static str,
     pub port: u16,
     process: Guarded,
     log: PathBuf,
@@ -105,61 +157,71 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `binary` as a `kind` server and waits until it answers PING. Retries on
-    /// another port if the chosen one was taken in the meantime.
-    pub fn start(kind: Kind, binary: &Path, durability: Durability) -> Result<ServerProcess, BenchError> {
-        /// Tries before giving up when another process grabs the port first.
-        const ATTEMPTS: usize = 3;
+    /// Starts `binary` with the command line `args` gives for a port and an empty data
+    /// directory, and waits until it is `ready`. Retries on another port if the chosen
+    /// one was taken in the meantime.
+    pub fn start(
+        name: &'static str,
+        binary: &Path,
+        args: impl Fn(u16, &Path) -> Vec<String>,
+        ready: Ready,
+    ) -> Result<ServerProcess, BenchError> {
         let mut attempt = 1;
         loop {
-            match Self::start_once(kind, binary, durability) {
-                Err(BenchError::ServerStart { log, .. }) if attempt < ATTEMPTS && port_was_taken(&log) => attempt += 1,
+            match Self::start_once(name, binary, &args, ready) {
+                Err(BenchError::ServerStart { log, .. }) if attempt < START_ATTEMPTS && port_was_taken(&log) => {
+                    attempt += 1
+                }
                 result => return result,
             }
         }
     }
 
-    fn start_once(kind: Kind, binary: &Path, durability: Durability) -> Result<ServerProcess, BenchError> {
+    fn start_once(
+        name: &'static str,
+        binary: &Path,
+        args: &impl Fn(u16, &Path) -> Vec<String>,
+        ready: Ready,
+    ) -> Result<ServerProcess, BenchError> {
         let dir = tempfile::Builder::new()
-            .prefix(&format!("minibench-{}-", kind.name()))
+            .prefix(&format!("minibench-{name}-"))
             .tempdir()
             .map_err(BenchError::io("can't create a temporary directory"))?;
+        // Its own directory, so that the server starts on an empty one: the log sits
+        // next to it, not in it.
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).map_err(BenchError::io("can't create the data directory"))?;
         let port = free_port()?;
         let log = dir.path().join("server.log");
         let log_file = std::fs::File::create(&log).map_err(BenchError::io("can't create the server log"))?;
         let log_err = log_file.try_clone().map_err(BenchError::io("can't create the server log"))?;
         let mut command = Command::new(binary);
-        command
-            .args(server_args(kind, port, durability, dir.path()))
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(log_err);
-        let process = Guarded::spawn(kind.name(), command)?;
-        let mut server = ServerProcess { kind, port, process, log, _dir: dir };
-        server.wait_ready()?;
+        command.args(args(port, &data)).current_dir(dir.path()).stdin(Stdio::null()).stdout(log_file).stderr(log_err);
+        let process = Guarded::spawn(name, command)?;
+        let mut server = ServerProcess { name, port, process, log, _dir: dir };
+        server.wait_ready(ready)?;
         Ok(server)
     }
 
-    fn wait_ready(&mut self) -> Result<(), BenchError> {
+    fn wait_ready(&mut self, ready: Ready) -> Result<(), BenchError> {
         let start = Instant::now();
         loop {
             interrupt::check()?;
             if let Some(status) = self.process.exited() {
                 return Err(self.start_error(format!("it exited with {status}")));
             }
-            if self.ping().is_ok() {
+            if ready.check(self) {
                 return Ok(());
             }
             if start.elapsed() > START_TIMEOUT {
-                return Err(self.start_error(format!("no PONG within {} s", START_TIMEOUT.as_secs())));
+                return Err(self.start_error(ready.missed(self.port)));
             }
-            process::sleep(Duration::from_millis(50))?;
+            process::sleep(ready.poll())?;
         }
     }
 
     fn start_error(&self, reason: String) -> BenchError {
-        BenchError::ServerStart { server: self.kind.name().into(), reason, log: self.log_tail(20) }
+        BenchError::ServerStart { server: self.name.into(), reason, log: self.log_tail(20) }
     }
 
     pub fn pid(&self) -> u32 {
@@ -222,18 +284,24 @@ impl ServerProcess {
         vm_rss_bytes(&status).ok_or_else(|| "no VmRSS in /proc/<pid>/status".to_string())
     }
 
-    /// `Err` with the reason when the server has died or stopped answering; the
-    /// harness then skips the server's remaining runs instead of waiting on it.
+    /// The exit status if the server has exited, without waiting.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.process.exited()
+    }
+
+    /// `Err` with the reason when a Redis-protocol server has died or stopped
+    /// answering; the harness then skips its remaining runs instead of waiting on it.
     pub fn health(&mut self) -> Result<(), String> {
-        if let Some(status) = self.process.exited() {
-            return Err(format!("{} exited with {status}; last log lines:\n{}", self.kind.name(), self.log_tail(10)));
+        if let Some(status) = self.exited() {
+            return Err(format!("{} exited with {status}; last log lines:\n{}", self.name, self.log_tail(10)));
         }
-        self.ping().map_err(|e| format!("{} does not answer PING: {e}", self.kind.name()))
+        self.ping().map_err(|e| format!("{} does not answer PING: {e}", self.name))
     }
 }
 
 /// Whether a server's log says it could not bind its port (redis: "Address already in
-/// use"; minikv: "can't bind ...: Address in use").
+/// use"; nats: "address already in use"; minikv: "can't bind ...: Address in use";
+/// minilog: the OS error, "Address in use").
 fn port_was_taken(log: &str) -> bool {
     log.contains("ddress already in use") || log.contains("ddress in use")
 }
@@ -278,6 +346,25 @@ mod tests {
         for args in [&redis, &minikv] {
             assert!(args.starts_with("--port 1 --bind 127.0.0.1 --dir /tmp/x"));
         }
+    }
+
+    #[test]
+    fn a_server_that_exits_at_once_is_reported_with_its_log() {
+        // It lists its data directory (empty: the log sits beside it) and exits.
+        let args = |port: u16, dir: &Path| {
+            let script = "echo \"port $1\"; ls -A \"$2\"; echo bye >&2; exit 3";
+            vec!["-c".to_string(), script.to_string(), "sh".to_string(), port.to_string(), dir.display().to_string()]
+        };
+        let err = match ServerProcess::start("sh", Path::new("/bin/sh"), args, Ready::Listening) {
+            Err(e) => e,
+            Ok(_) => panic!("sh exited, yet it counted as started"),
+        };
+        let BenchError::ServerStart { server, reason, log } = err else { panic!("not a start error: {err}") };
+        assert_eq!(server, "sh");
+        assert!(reason.contains("exit status: 3"), "{reason}");
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 2, "port line, nothing in the data directory, stderr: {log}");
+        assert!(lines[0].starts_with("port ") && lines[1] == "bye", "{log}");
     }
 
     #[test]

@@ -19,6 +19,13 @@ pub fn median(values: &[f64]) -> Option<f64> {
     Some(m)
 }
 
+/// The median of one figure over `items` (ops/s over the rounds, say): every report
+/// takes its medians column by column, so a round that was fast but slow to answer
+/// does not lend both figures to the summary.
+pub fn median_of<T>(items: &[T], figure: impl Fn(&T) -> f64) -> Option<f64> {
+    median(&items.iter().map(figure).collect::<Vec<_>>())
+}
+
 /// `numerator / denominator`, or `None` when the denominator is not a positive
 /// number (a ratio against zero ops/s says nothing).
 pub fn ratio(numerator: f64, denominator: f64) -> Option<f64> {
@@ -49,6 +56,14 @@ mod tests {
     #[test]
     fn median_of_nothing_is_none() {
         assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn median_of_takes_one_figure_of_each_item() {
+        let rounds = [(1.0, 30.0), (3.0, 10.0), (2.0, 20.0)];
+        assert_eq!(median_of(&rounds, |r| r.0), Some(2.0));
+        assert_eq!(median_of(&rounds, |r| r.1), Some(20.0));
+        assert_eq!(median_of(&rounds[..0], |r| r.0), None);
     }
 
     #[test]

@@ -12,25 +12,16 @@
 //! cores, and compacts nothing in an append-only stream; minilog and JetStream run no
 //! such job during a run either.
 //!
-//! A server is ready when its port accepts a TCP connection; the client's first
-//! request (CreateTopics, XADD, stream create) then has a deadline of its own.
+//! A server is ready when its port accepts a TCP connection ([`Ready::Listening`]);
+//! the client's first request (CreateTopics, XADD, stream create) then has a deadline
+//! of its own.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use serde::Serialize;
 
-use crate::process::{self, Guarded};
-use crate::server::free_port;
-use crate::{interrupt, BenchError};
-
-/// How long a server may take to accept connections. All three do in milliseconds on
-/// an empty directory; the slack is for a loaded CI machine.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Tries before giving up when another process grabs the chosen port first.
-const START_ATTEMPTS: usize = 3;
+use crate::server::{Ready, ServerProcess};
+use crate::BenchError;
 
 /// The systems compared, in the order the report lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -132,109 +123,32 @@ impl System {
     }
 }
 
-/// A running server, killed (SIGKILL, by pid) and its directory removed when dropped.
+/// A running broker, killed (SIGKILL, by pid) and its directory removed when dropped.
 pub struct Broker {
+    /// Which system it is: its health message names it.
     pub system: System,
-    pub port: u16,
-    process: Guarded,
-    log: PathBuf,
-    /// Holds the server's data and log; deleted on drop, after the process is gone
-    /// (fields drop in declaration order, and `process` comes first).
-    _dir: tempfile::TempDir,
+    /// The process, its port and its log, started the way `mini bench kv` starts its
+    /// servers, so that both benchmarks clean up and retry a taken port alike.
+    pub server: ServerProcess,
 }
 
 impl Broker {
-    /// Starts `binary` as `system` and waits until it accepts connections. Retries on
-    /// another port if the chosen one was taken in the meantime.
+    /// Starts `binary` as `system` and waits until its port accepts connections.
     pub fn start(system: System, binary: &Path) -> Result<Broker, BenchError> {
-        let mut attempt = 1;
-        loop {
-            match Broker::start_once(system, binary) {
-                Err(BenchError::ServerStart { log, .. }) if attempt < START_ATTEMPTS && port_was_taken(&log) => {
-                    attempt += 1
-                }
-                result => return result,
-            }
-        }
-    }
-
-    fn start_once(system: System, binary: &Path) -> Result<Broker, BenchError> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("minibench-{}-", system.name()))
-            .tempdir()
-            .map_err(BenchError::io("can't create a temporary directory"))?;
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).map_err(BenchError::io("can't create the data directory"))?;
-        let port = free_port()?;
-        let log = dir.path().join("server.log");
-        let log_file = std::fs::File::create(&log).map_err(BenchError::io("can't create the server log"))?;
-        let log_err = log_file.try_clone().map_err(BenchError::io("can't create the server log"))?;
-        let mut command = Command::new(binary);
-        command
-            .args(system.args(port, &data))
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(log_err);
-        let process = Guarded::spawn(system.name(), command)?;
-        let mut broker = Broker { system, port, process, log, _dir: dir };
-        broker.wait_listening()?;
-        Ok(broker)
-    }
-
-    fn wait_listening(&mut self) -> Result<(), BenchError> {
-        let start = Instant::now();
-        let address = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
-        loop {
-            interrupt::check()?;
-            if let Some(status) = self.process.exited() {
-                return Err(self.start_error(format!("it exited with {status}")));
-            }
-            if std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            if start.elapsed() > START_TIMEOUT {
-                return Err(self.start_error(format!(
-                    "port {} not open within {} s",
-                    self.port,
-                    START_TIMEOUT.as_secs()
-                )));
-            }
-            process::sleep(Duration::from_millis(20))?;
-        }
-    }
-
-    fn start_error(&self, reason: String) -> BenchError {
-        BenchError::ServerStart { server: self.system.name().into(), reason, log: self.log_tail(20) }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.process.pid()
-    }
-
-    /// The last `n` lines of the server's log.
-    pub fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        let server = ServerProcess::start(system.name(), binary, |port, dir| system.args(port, dir), Ready::Listening)?;
+        Ok(Broker { system, server })
     }
 
     /// `Err` with the reason and the log's last lines when the server has died: a
     /// failed phase then says why.
     pub fn health(&mut self) -> Result<(), String> {
-        match self.process.exited() {
+        match self.server.exited() {
             Some(status) => {
-                Err(format!("{} exited with {status}; its log ends:\n{}", self.system.name(), self.log_tail(10)))
+                Err(format!("{} exited with {status}; its log ends:\n{}", self.system.name(), self.server.log_tail(10)))
             }
             None => Ok(()),
         }
     }
-}
-
-/// Whether a server's log says it could not bind its port (redis: "Address already in
-/// use"; nats: "address already in use"; minilog: the OS error, "Address in use").
-fn port_was_taken(log: &str) -> bool {
-    log.contains("ddress already in use") || log.contains("ddress in use")
 }
 
 #[cfg(test)]

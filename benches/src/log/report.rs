@@ -2,15 +2,17 @@
 //! JSON for programs (`--json`, and the CI test, which checks the record counts).
 //!
 //! As in `mini bench kv`, a failed run is part of the result, never a reason to drop
-//! the rest: its cells say "failed" and the error is listed under the table.
+//! the rest: its cells say "failed" and the error is listed under the table. The rules
+//! for that, and the bars table, are `mini bench kv`'s own ([`crate::report`]); the
+//! figures and tables here are a log's.
 
 use serde::Serialize;
 
 use super::brokers::System;
 use super::cpu::Cores;
 use super::phase::{Consumed, Produced, Workload};
-use crate::report::{thousands, BarCheck};
-use crate::stats::{median, ratio};
+use crate::report::{figure_cell, render_bars, render_failures, summarise, thousands, BarCheck};
+use crate::stats::{median_of, ratio};
 
 /// minilog's produce bar, for 100-byte records from one batching producer.
 pub const MIN_PRODUCE_PER_S: f64 = 1_000_000.0;
@@ -125,31 +127,29 @@ pub struct SystemRuns {
 }
 
 impl SystemRuns {
-    /// Summarises the rounds. A system that failed in any round has no median: a number
-    /// from the rounds that happened to work would hide the failure.
+    /// Summarises the rounds with `summarise`: a system that failed in any round has
+    /// no median.
     pub fn new(system: System, rounds: Vec<Run>) -> SystemRuns {
-        let error = rounds.iter().enumerate().find_map(|(i, r)| {
-            r.error.as_ref().map(|e| if rounds.len() > 1 { format!("round {}: {e}", i + 1) } else { e.clone() })
-        });
-        let complete: Vec<(&ProduceFigures, &ConsumeFigures)> =
-            rounds.iter().filter_map(|r| Some((r.produce.as_ref()?, r.consume.as_ref()?))).collect();
-        let median = if error.is_none() && !complete.is_empty() {
-            let of = |f: &dyn Fn(&ProduceFigures, &ConsumeFigures) -> f64| {
-                median(&complete.iter().map(|(p, c)| f(p, c)).collect::<Vec<_>>()).unwrap_or(f64::NAN)
-            };
-            Some(Figures {
-                produce_per_s: of(&|p, _| p.records_per_s),
-                produce_mb_per_s: of(&|p, _| p.mb_per_s),
-                p50_ms: of(&|p, _| p.p50_ms),
-                p99_ms: of(&|p, _| p.p99_ms),
-                consume_per_s: of(&|_, c| c.records_per_s),
-                consume_mb_per_s: of(&|_, c| c.mb_per_s),
-                produce_cpu: median_cores(complete.iter().map(|(p, _)| p.cpu)),
-                consume_cpu: median_cores(complete.iter().map(|(_, c)| c.cpu)),
-            })
-        } else {
-            None
-        };
+        let (median, error) = summarise(
+            &rounds,
+            |r| r.error.as_ref(),
+            |r| Some((r.produce.as_ref()?, r.consume.as_ref()?)),
+            |complete| {
+                let of = |f: fn(&ProduceFigures, &ConsumeFigures) -> f64| {
+                    median_of(complete, |(p, c)| f(p, c)).unwrap_or(f64::NAN)
+                };
+                Some(Figures {
+                    produce_per_s: of(|p, _| p.records_per_s),
+                    produce_mb_per_s: of(|p, _| p.mb_per_s),
+                    p50_ms: of(|p, _| p.p50_ms),
+                    p99_ms: of(|p, _| p.p99_ms),
+                    consume_per_s: of(|_, c| c.records_per_s),
+                    consume_mb_per_s: of(|_, c| c.mb_per_s),
+                    produce_cpu: median_cores(complete.iter().map(|(p, _)| p.cpu)),
+                    consume_cpu: median_cores(complete.iter().map(|(_, c)| c.cpu)),
+                })
+            },
+        );
         SystemRuns { system, rounds, median, error }
     }
 }
@@ -157,7 +157,7 @@ impl SystemRuns {
 /// The median of each side's cores, if every round has them.
 fn median_cores(rounds: impl Iterator<Item = Option<Cores>>) -> Option<Cores> {
     let all: Vec<Cores> = rounds.collect::<Option<_>>()?;
-    let of = |f: fn(&Cores) -> f64| median(&all.iter().map(f).collect::<Vec<_>>());
+    let of = |f: fn(&Cores) -> f64| median_of(&all, f);
     Some(Cores { server: of(|c| c.server)?, client: of(|c| c.client)? })
 }
 
@@ -353,7 +353,14 @@ pub fn render_markdown(report: &LogReport) -> String {
     ));
     if !report.bars.is_empty() {
         out.push('\n');
-        out.push_str(&render_bars(&report.bars));
+        // A ratio bar ("> 1.00x") gets its figure as a ratio, an absolute one in records/s.
+        out.push_str(&render_bars(&report.bars, "measured", |b, m| {
+            if b.bar.ends_with('x') {
+                format!("{m:.2}x")
+            } else {
+                thousands(m)
+            }
+        }));
     }
     out
 }
@@ -366,13 +373,9 @@ fn render_size(size: &SizeComparison) -> String {
     out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
     let mut failures = Vec::new();
     for s in &size.systems {
-        let cell = |f: fn(&Figures) -> String| match (&s.median, &s.error) {
-            (Some(m), _) => f(m),
-            (None, Some(_)) => "failed".to_string(),
-            (None, None) => "-".to_string(),
-        };
+        let cell = |f: fn(&Figures) -> String| figure_cell(s.median.as_ref(), s.error.is_some(), f);
         if let Some(e) = &s.error {
-            failures.push(format!("- {}: {}", s.system.name(), escape(e)));
+            failures.push((s.system.name().to_string(), e.as_str()));
         }
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} |\n",
@@ -397,13 +400,7 @@ fn render_size(size: &SizeComparison) -> String {
         ));
     }
     out.push_str(&render_cpu(size));
-    if !failures.is_empty() {
-        out.push_str("\nFailed:\n");
-        for f in failures {
-            out.push_str(&f);
-            out.push('\n');
-        }
-    }
+    out.push_str(&render_failures(&failures));
     out
 }
 
@@ -423,26 +420,6 @@ fn render_cpu(size: &SizeComparison) -> String {
         out.push_str(&format!("| {} | {ps} | {pc} | {cs} | {cc} |\n", s.system.name()));
     }
     out
-}
-
-fn render_bars(bars: &[BarCheck]) -> String {
-    let met = bars.iter().filter(|b| b.met).count();
-    let mut out = format!("#### Bars: {met} of {} met\n\n", bars.len());
-    out.push_str("| what | bar | measured | met |\n|---|---|---:|---|\n");
-    for b in bars {
-        let measured = match b.measured {
-            None => "-".to_string(),
-            Some(m) if b.bar.ends_with('x') => format!("{m:.2}x"),
-            Some(m) => thousands(m),
-        };
-        out.push_str(&format!("| {} | {} | {measured} | {} |\n", b.what, b.bar, if b.met { "yes" } else { "**no**" }));
-    }
-    out
-}
-
-/// Makes an error message safe to put on one markdown line.
-fn escape(s: &str) -> String {
-    s.replace('|', "\\|").replace(['\r', '\n'], " ")
 }
 
 #[cfg(test)]

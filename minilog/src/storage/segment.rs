@@ -602,10 +602,37 @@ impl Segment {
     }
 
     /// Reads up to `len` bytes at `position`, stopping at the end of the whole batches.
+    ///
+    /// The bytes go straight into the vector's spare capacity: a fetch reads up to
+    /// `max.partition.fetch.bytes` (often 10 MiB) per call, and zero-filling a buffer
+    /// that the read overwrites anyway cost more than the read's own copy.
     fn pread(&self, position: u64, len: usize) -> io::Result<Vec<u8>> {
+        use std::os::fd::AsRawFd;
         let available = usize::try_from(self.log_bytes.saturating_sub(position)).unwrap_or(usize::MAX);
-        let mut buffer = vec![0u8; len.min(available)];
-        self.log.read_exact_at(&mut buffer, position)?;
+        let len = len.min(available);
+        let mut buffer: Vec<u8> = Vec::with_capacity(len);
+        let mut filled = 0usize;
+        while filled < len {
+            let at = libc::off_t::try_from(position + filled as u64)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file position beyond off_t"))?;
+            // SAFETY: the destination is the vector's own allocation, `len` bytes long,
+            // and pread writes at most `len - filled` bytes after `filled`.
+            let n = unsafe {
+                libc::pread(self.log.as_raw_fd(), buffer.as_mut_ptr().add(filled).cast(), len - filled, at)
+            };
+            match n {
+                n if n > 0 => filled += n as usize,
+                0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "segment file shorter than its batches")),
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        // SAFETY: the loop above wrote every one of the first `len` bytes.
+        unsafe { buffer.set_len(len) };
         Ok(buffer)
     }
 
