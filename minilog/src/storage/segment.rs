@@ -617,9 +617,8 @@ impl Segment {
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file position beyond off_t"))?;
             // SAFETY: the destination is the vector's own allocation, `len` bytes long,
             // and pread writes at most `len - filled` bytes after `filled`.
-            let n = unsafe {
-                libc::pread(self.log.as_raw_fd(), buffer.as_mut_ptr().add(filled).cast(), len - filled, at)
-            };
+            let n =
+                unsafe { libc::pread(self.log.as_raw_fd(), buffer.as_mut_ptr().add(filled).cast(), len - filled, at) };
             match n {
                 n if n > 0 => filled += n as usize,
                 0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "segment file shorter than its batches")),
