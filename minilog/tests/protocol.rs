@@ -880,3 +880,37 @@ async fn idempotent_producers_are_not_written_twice_even_across_a_restart() {
     running.server.shutdown.trigger();
     running.wait().await;
 }
+
+#[tokio::test]
+async fn acks_zero_gets_no_answer_and_a_failed_one_closes_the_connection() {
+    use produce_request::{PartitionProduceData, TopicProduceData};
+    let broker = TestBroker::start().await;
+    let mut client = broker.client().await;
+    assert_eq!(create(&mut client, "fire-and-forget", 1, &[]).await, 0);
+    let version = range(ApiKey::Produce).1;
+    let request = |topic: &str, acks: i16| {
+        ProduceRequest::default().with_acks(acks).with_timeout_ms(5000).with_topic_data(vec![
+            TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(vec![
+                PartitionProduceData::default().with_index(0).with_records(Some(batch(3, Compression::None))),
+            ]),
+        ])
+    };
+    // acks=0: no response; the next request's answer is the next frame on the wire.
+    let frame =
+        minilog::protocol::encode_request(ApiKey::Produce, version, 500, &request("fire-and-forget", 0)).unwrap();
+    client.send_raw(&frame).await;
+    let fetched = client.call(range(ApiKey::Fetch).1, &fetch_request("fire-and-forget", 0, 0, 1000, 1)).await;
+    assert_eq!(offsets_in(&fetched.responses[0].partitions[0].records), vec![0, 1, 2], "written without an answer");
+
+    // acks=-1 is answered like acks=1 (one broker is the whole in-sync replica set);
+    // any other value is INVALID_REQUIRED_ACKS.
+    let all = client.call(version, &request("fire-and-forget", -1)).await;
+    assert_eq!(all.responses[0].partition_responses[0].base_offset, 3);
+    let two = client.call(version, &request("fire-and-forget", 2)).await;
+    assert_eq!(two.responses[0].partition_responses[0].error_code, ResponseError::InvalidRequiredAcks.code());
+
+    // A failed acks=0 produce closes the connection: the client's only way to notice.
+    let frame = minilog::protocol::encode_request(ApiKey::Produce, version, 501, &request("no-such-topic", 0)).unwrap();
+    client.send_raw(&frame).await;
+    assert!(client.is_closed().await, "a failed acks=0 produce closes the connection");
+}
