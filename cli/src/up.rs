@@ -59,6 +59,18 @@ struct Started {
     stopped: tokio::task::JoinHandle<()>,
 }
 
+impl Started {
+    /// A service stopped through its `Shutdown`, finished when `wait` completes.
+    fn new(
+        endpoints: Vec<(&'static str, String)>,
+        notes: Vec<String>,
+        shutdown: minicore::lifecycle::Shutdown,
+        wait: impl Future<Output = ()> + Send + 'static,
+    ) -> Started {
+        Started { endpoints, notes, stop: Box::new(move || shutdown.trigger()), stopped: tokio::spawn(wait) }
+    }
+}
+
 /// Every system `mini up` starts, in start order.
 const SERVICES: &[Service] =
     &[Service { name: "minikv", start: start_minikv }, Service { name: "minilog", start: start_minilog }];
@@ -100,13 +112,7 @@ fn start_minikv(args: &UpArgs) -> Starting {
             ),
             format!("try: redis-cli -p {} set hello world", running.addr.port()),
         ];
-        let shutdown = running.server.shutdown.clone();
-        Ok(Started {
-            endpoints,
-            notes,
-            stop: Box::new(move || shutdown.trigger()),
-            stopped: tokio::spawn(running.wait()),
-        })
+        Ok(Started::new(endpoints, notes, running.server.shutdown.clone(), running.wait()))
     })
 }
 
@@ -130,13 +136,7 @@ fn start_minilog(args: &UpArgs) -> Starting {
             format!("durability: --flush os: {promise}; segments in {}", shown(&dir)),
             format!("try: mini log -b {0} produce demo hello && kcat -b {0} -C -t demo -e", running.addr),
         ];
-        let shutdown = running.server.shutdown.clone();
-        Ok(Started {
-            endpoints,
-            notes,
-            stop: Box::new(move || shutdown.trigger()),
-            stopped: tokio::spawn(running.wait()),
-        })
+        Ok(Started::new(endpoints, notes, running.server.shutdown.clone(), running.wait()))
     })
 }
 
