@@ -668,24 +668,15 @@ fn sequenced_batches(records: &[u8]) -> Result<Vec<(SequencedBatch, i32)>, Produ
     Ok(out)
 }
 
-/// Reads every batch header of a partition to rebuild its producers' state.
+/// Reads every batch header of a partition (headers only: one small read per big batch)
+/// to rebuild its producers' state.
 fn rebuild_producer_states(log: &PartitionLog) -> io::Result<ProducerStates> {
     let mut states = ProducerStates::new();
-    let mut offset = log.log_start_offset();
-    while offset < log.log_end_offset() {
-        let chunk = log.read(offset, 1 << 20).map_err(|e| io::Error::other(e.to_string()))?;
-        let mut next = offset;
-        for header in walk_headers(&chunk) {
-            if header.producer_id >= 0 && !header.is_control() {
-                states.record(sequenced_from(&header));
-            }
-            next = header.last_offset() + 1;
+    log.for_each_batch_header(|header| {
+        if header.producer_id >= 0 && !header.is_control() {
+            states.record(sequenced_from(header));
         }
-        if next <= offset {
-            return Err(io::Error::other(format!("no progress rebuilding producer state at offset {offset}")));
-        }
-        offset = next;
-    }
+    })?;
     Ok(states)
 }
 

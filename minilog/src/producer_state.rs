@@ -17,8 +17,8 @@
 //!
 //! The state is rebuilt on start by reading the partition's batch headers, so a retry
 //! that crosses a broker restart is still recognised. Kafka keeps periodic snapshots to
-//! avoid rescanning; minilog rescans the whole log (headers only are looked at, but every
-//! byte is read), which is why start-up time grows with the size of the log.
+//! avoid rescanning; minilog reads every batch header of the log at start (one small read
+//! per big batch, never the records), so start-up time grows with the number of batches.
 //!
 //! Left out: transactions (a transactional batch is refused) and expiring producers
 //! that have gone quiet (Kafka's `transactional.id.expiration.ms`); the table holds one

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::{info, warn};
 
-use super::batch::{assign_offsets, first_record_at_or_after, validate_batches, BatchError, HEADER_BYTES};
+use super::batch::{assign_offsets, first_record_at_or_after, validate_batches, BatchError, BatchHeader, HEADER_BYTES};
 use super::segment::{
     self, sync_dir, IndexConfig, Segment, INDEX_EXTENSION, LOG_EXTENSION, MAX_SEGMENT_BYTES, TIME_INDEX_EXTENSION,
 };
@@ -437,6 +437,16 @@ impl PartitionLog {
     /// Bytes in every segment's `.log`.
     pub fn size_bytes(&self) -> u64 {
         self.size_bytes
+    }
+
+    /// Calls `visit` with the header of every batch in the log, oldest first, reading
+    /// only headers: what the broker needs to rebuild idempotent producers' state at
+    /// start without reading every record.
+    pub fn for_each_batch_header(&self, mut visit: impl FnMut(&BatchHeader)) -> io::Result<()> {
+        for segment in &self.segments {
+            segment.for_each_header(&mut visit)?;
+        }
+        Ok(())
     }
 
     /// Segments in the log, the active one included.

@@ -49,6 +49,10 @@ const SCAN_CHUNK_BYTES: usize = 1 << 20;
 /// How much a time lookup reads per `pread`: it scans at most about one index interval.
 const LOOKUP_CHUNK_BYTES: usize = 64 << 10;
 
+/// How much a header-only walk reads per `pread`: a few headers of small batches at
+/// once, and about one header of a big batch, whose body it jumps over.
+const HEADER_WALK_CHUNK_BYTES: usize = 4 << 10;
+
 /// The name of a segment file: the base offset, zero-padded to 20 digits, then the extension.
 pub(crate) fn file_name(base_offset: i64, extension: &str) -> String {
     format!("{base_offset:020}.{extension}")
@@ -633,6 +637,19 @@ impl Segment {
         // SAFETY: the loop above wrote every one of the first `len` bytes.
         unsafe { buffer.set_len(len) };
         Ok(buffer)
+    }
+
+    /// Calls `visit` with every batch header of the segment, in order, reading only the
+    /// headers (one small `pread` per big batch), not the records.
+    pub(crate) fn for_each_header(&self, mut visit: impl FnMut(&BatchHeader)) -> io::Result<()> {
+        let mut scanner = BatchScanner::new(&self.log, 0, self.log_bytes, CrcCheck::No, HEADER_WALK_CHUNK_BYTES);
+        loop {
+            match scanner.next_batch()? {
+                Scanned::End => return Ok(()),
+                Scanned::Batch(batch) => visit(&batch.header),
+                Scanned::Bad { position, problem } => return Err(self.corrupt(position, problem)),
+            }
+        }
     }
 
     /// The first batch whose max timestamp is at least `timestamp`, as (base offset, max
