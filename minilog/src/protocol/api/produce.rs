@@ -38,10 +38,11 @@ pub async fn handle(
     let broker = &server.broker;
     let acks = request.acks;
     let mut topics = Vec::with_capacity(request.topic_data.len());
-    // Step 1: append everything. Step 2 (below): wait for durability, so that the
-    // fsyncs of several partitions overlap with nothing but each other.
-    let mut pending = Vec::new();
+    // Step 1: append to every partition. Step 2 (below): wait for durability, so no
+    // partition's write waits behind another partition's fsync.
     for topic in request.topic_data {
+        // (slot in `partitions`, partition, end offset) of each append to wait for.
+        let mut pending = Vec::new();
         let name = topic.name.0.to_string();
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for data in topic.partition_data {
@@ -85,7 +86,7 @@ pub async fn handle(
                 }
             }
         }
-        topics.push((TopicProduceResponse::default().with_name(topic.name), partitions, pending.split_off(0)));
+        topics.push((TopicProduceResponse::default().with_name(topic.name), partitions, pending));
     }
     let mut responses = Vec::with_capacity(topics.len());
     for (topic, mut partitions, waits) in topics {
