@@ -296,4 +296,23 @@ mod tests {
         assert!(config.apply("compression.type", "zstd").is_err());
         assert_eq!(config.value_of("retention.ms").as_deref(), Some("60000"));
     }
+
+    proptest::proptest! {
+        /// Flag values and topic configs come from users and clients: any text gets an
+        /// answer or an error that names the setting, never a panic.
+        #[test]
+        fn arbitrary_settings_never_panic(name in "\\PC{0,24}", value in "\\PC{0,24}") {
+            let _ = FlushPolicy::parse(&value);
+            let mut config = BrokerConfig::parse_from(["minilog"]).topic_defaults();
+            if let Err(e) = config.apply(&name, &value) {
+                proptest::prop_assert!(!e.0.is_empty());
+            }
+            for known in TopicConfig::NAMES {
+                let mut config = BrokerConfig::parse_from(["minilog"]).topic_defaults();
+                if let Err(e) = config.apply(known, &value) {
+                    proptest::prop_assert!(e.0.contains(known), "{e} should name {known}");
+                }
+            }
+        }
+    }
 }
