@@ -199,7 +199,6 @@ pub struct Broker {
     /// for the broker: a real broker keys its waiting fetches by partition (Kafka's
     /// purgatory), which matters with thousands of idle consumers, not here.
     appended: tokio::sync::watch::Sender<u64>,
-    appends: AtomicU64,
     pub metrics: Metrics,
     pub producer_ids: ProducerIds,
 }
@@ -257,7 +256,6 @@ impl Broker {
             cluster_id,
             topics: RwLock::new(HashMap::new()),
             appended: tokio::sync::watch::channel(0).0,
-            appends: AtomicU64::new(0),
             metrics,
             producer_ids: ProducerIds::open(&config.dir)?,
             config,
@@ -557,7 +555,6 @@ impl Broker {
             }
         }
         drop(producers);
-        self.appends.fetch_add(1, Ordering::Relaxed);
         self.appended.send_modify(|n| *n += 1);
         Ok(Appended { info, duplicate: false })
     }

@@ -29,6 +29,3 @@ pub mod server;
 pub mod storage;
 
 pub use server::{start, Running};
-
-/// The Kafka release whose protocol minilog follows.
-pub const KAFKA_VERSION: &str = "3.7";

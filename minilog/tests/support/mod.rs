@@ -8,7 +8,7 @@
 
 use bytes::{Buf, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request};
+use kafka_protocol::protocol::{Decodable, HeaderVersion, Request};
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -173,10 +173,4 @@ pub fn producer_batch(
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
     buf.freeze()
-}
-
-pub fn encode<T: Encodable>(value: &T, version: i16) -> BytesMut {
-    let mut buf = BytesMut::new();
-    value.encode(&mut buf, version).unwrap();
-    buf
 }
