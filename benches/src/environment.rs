@@ -13,10 +13,16 @@ use crate::BenchError;
 /// The first line `binary --version` prints, on stdout or, for servers that print it
 /// there (nats-server), on stderr.
 pub fn version_line(binary: &Path) -> Result<String, BenchError> {
+    version_line_with(binary, "--version")
+}
+
+/// The first line `binary <flag>` prints, for servers whose version flag is not
+/// `--version` (beanstalkd and miniqueue take `-v`, as beanstalkd does).
+pub fn version_line_with(binary: &Path, flag: &str) -> Result<String, BenchError> {
     let out = std::process::Command::new(binary)
-        .arg("--version")
+        .arg(flag)
         .output()
-        .map_err(BenchError::io(format!("can't run {} --version", binary.display())))?;
+        .map_err(BenchError::io(format!("can't run {} {flag}", binary.display())))?;
     let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
     Ok(String::from_utf8_lossy(&text).lines().next().unwrap_or("").trim().to_string())
 }

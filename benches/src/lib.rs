@@ -15,6 +15,9 @@
 //!  log::run ──> log/brokers.rs: minilog, redis-server, nats-server, each through server.rs
 //!           ──> log/{kafka,redis_streams,jetstream}.rs: one producer, one consumer
 //!           ──> log/report.rs: its own tables, report.rs's rounds, cells and bars
+//!  queue::run ──> queue/servers.rs: beanstalkd and miniqueue, each through server.rs
+//!             ──> queue/cycle.rs: N clients, put → reserve → delete, on queue/client.rs
+//!             ──> queue/report.rs: jobs/s and cycle latency, report.rs's rounds and bars
 //! ```
 //!
 //! Both read the machine the same way ([`environment`]) and draw the same progress
@@ -47,6 +50,7 @@ pub mod log;
 pub mod mass_insert;
 pub mod process;
 pub mod progress;
+pub mod queue;
 pub mod redis_benchmark;
 pub mod report;
 pub mod server;
