@@ -35,6 +35,13 @@ pub struct UpArgs {
     /// minilog's admin HTTP port [default: --kafka-port + 10000]; 0 turns it off.
     #[arg(long, value_name = "PORT")]
     pub kafka_admin_port: Option<u16>,
+    /// miniqueue's beanstalk port.
+    #[arg(long, default_value_t = 11300)]
+    pub queue_port: u16,
+    /// miniqueue's admin HTTP port (/metrics, /healthz, /dlq) [default: --queue-port + 10000];
+    /// 0 turns it off.
+    #[arg(long, value_name = "PORT")]
+    pub queue_admin_port: Option<u16>,
 }
 
 /// A system `mini up` runs.
@@ -72,8 +79,11 @@ impl Started {
 }
 
 /// Every system `mini up` starts, in start order.
-const SERVICES: &[Service] =
-    &[Service { name: "minikv", start: start_minikv }, Service { name: "minilog", start: start_minilog }];
+const SERVICES: &[Service] = &[
+    Service { name: "minikv", start: start_minikv },
+    Service { name: "minilog", start: start_minilog },
+    Service { name: "miniqueue", start: start_miniqueue },
+];
 
 /// minikv with the embedded defaults: port 7379 (admin 17379), AOF on with
 /// `appendfsync everysec`, data in `<dir>/minikv`.
@@ -137,6 +147,37 @@ fn start_minilog(args: &UpArgs) -> Starting {
             format!("try: mini log -b {0} produce demo hello && kcat -b {0} -C -t demo -e", running.addr),
         ];
         Ok(Started::new(endpoints, notes, running.server.shutdown.clone(), running.wait()))
+    })
+}
+
+/// miniqueue with beanstalkd's defaults for a durable queue: port 11300 (admin 21300),
+/// a write-ahead log in `<dir>/miniqueue` fsynced at most every 50 ms (`-b DIR`, `-f` left
+/// at its default).
+fn start_miniqueue(args: &UpArgs) -> Starting {
+    let dir = args.dir.join("miniqueue");
+    let listen = SocketAddr::from(([127, 0, 0, 1], args.queue_port));
+    let admin_port = match args.queue_admin_port {
+        Some(0) => None,
+        Some(port) => Some(port),
+        None => args.queue_port.checked_add(10000),
+    };
+    Box::pin(async move {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("can't create {}: {e}", dir.display()))?;
+        let mut config = miniqueue::config::Config::in_memory(listen);
+        config.wal_dir = Some(dir.clone());
+        config.admin_port = admin_port;
+        let promise = config.durability();
+        let running = miniqueue::start(config).await?;
+        let mut endpoints = vec![("queue", format!("beanstalk://{}", running.addr))];
+        if let Some(admin) = running.admin_addr {
+            endpoints.push(("admin", http_url(admin, "/metrics")));
+            endpoints.push(("dlq", http_url(admin, "/dlq")));
+        }
+        let notes = vec![
+            format!("durability: {promise}; write-ahead log in {}", shown(&dir)),
+            format!("try: mini queue --addr {0} put hello && mini queue --addr {0} work --count 1", running.addr),
+        ];
+        Ok(Started::new(endpoints, notes, running.shutdown.clone(), running.wait()))
     })
 }
 

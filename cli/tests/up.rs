@@ -133,6 +133,23 @@ fn kcat(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Sends one beanstalk command to 127.0.0.1:`port` and returns the reply, read until the
+/// server has been quiet for a moment (the replies here are one short line or one job).
+fn beanstalk(port: u16, command: &[u8]) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to miniqueue");
+    stream.write_all(command).expect("send");
+    stream.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
 /// Runs redis-cli with `args` against 127.0.0.1:`port`; returns its trimmed stdout.
 fn redis_cli(port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
@@ -160,6 +177,8 @@ fn mini_up_serves_redis_clients_and_stops_gracefully_on_ctrl_c_and_sigterm() {
     let (port, admin, kafka, kafka_admin) = (free_port(), free_port(), free_port(), free_port());
     let (port_arg, admin_arg) = (port.to_string(), admin.to_string());
     let (kafka_arg, kafka_admin_arg) = (kafka.to_string(), kafka_admin.to_string());
+    let (queue, queue_admin) = (free_port(), free_port());
+    let (queue_arg, queue_admin_arg) = (queue.to_string(), queue_admin.to_string());
 
     // First run: default data directory, stopped by Ctrl-C.
     let mut up = MiniUp::start(
@@ -173,6 +192,10 @@ fn mini_up_serves_redis_clients_and_stops_gracefully_on_ctrl_c_and_sigterm() {
             &kafka_arg,
             "--kafka-admin-port",
             &kafka_admin_arg,
+            "--queue-port",
+            &queue_arg,
+            "--queue-admin-port",
+            &queue_admin_arg,
         ],
     );
     let printed = up.printed();
@@ -200,6 +223,13 @@ fn mini_up_serves_redis_clients_and_stops_gracefully_on_ctrl_c_and_sigterm() {
     assert_eq!(http_status(kafka_admin, "/readyz"), "HTTP/1.1 200 OK");
     assert!(cwd.path().join(".mini/minilog/demo-0/00000000000000000000.log").is_file(), "minilog data under ./.mini/");
 
+    // miniqueue: a beanstalk put, acknowledged before Ctrl-C, is there after the restart.
+    assert!(printed.contains(&format!("beanstalk://127.0.0.1:{queue}")), "{printed}");
+    assert!(printed.contains("-f 50"), "the queue's durability promise is printed:\n{printed}");
+    assert_eq!(beanstalk(queue, b"put 0 0 60 5\r\nhello\r\n"), "INSERTED 1\r\n");
+    assert_eq!(http_status(queue_admin, "/healthz"), "HTTP/1.1 200 OK");
+    assert!(cwd.path().join(".mini/miniqueue").is_dir(), "miniqueue's log under ./.mini/");
+
     let status = up.stop_with(libc::SIGINT);
     assert!(status.success(), "Ctrl-C is a clean exit, got {status}; it printed:\n{}", up.printed());
     assert!(up.stdout.iter().any(|l| l == "stopped"), "{}", up.printed());
@@ -218,6 +248,10 @@ fn mini_up_serves_redis_clients_and_stops_gracefully_on_ctrl_c_and_sigterm() {
             &kafka_arg,
             "--kafka-admin-port",
             "0",
+            "--queue-port",
+            &queue_arg,
+            "--queue-admin-port",
+            "0",
             "--dir",
             dir_arg,
         ],
@@ -225,6 +259,11 @@ fn mini_up_serves_redis_clients_and_stops_gracefully_on_ctrl_c_and_sigterm() {
     assert_eq!(redis_cli(port, &["get", "hello"]), "world", "the second mini up serves the first one's data");
     let consumed = mini(&["log", "-b", &bootstrap, "consume", "demo", "--from-beginning", "--exit"]);
     assert_eq!(consumed.trim(), "0 0  hello", "the broker kept its log across the restart");
+    assert_eq!(
+        beanstalk(queue, b"peek-ready\r\n"),
+        "FOUND 1 5\r\nhello\r\n",
+        "the queue kept its job across the restart"
+    );
     assert!(!up.printed().contains("/metrics"), "--admin-port 0 turns the admin endpoint off:\n{}", up.printed());
     let status = up.stop_with(libc::SIGTERM);
     assert!(status.success(), "SIGTERM is a clean exit, got {status}; it printed:\n{}", up.printed());

@@ -44,7 +44,6 @@ use bytes::Bytes;
 use minicore::record_log::{LogError, RecordLog};
 
 use crate::job::{ConnId, Counters, DeadMark, History, Job, Nanos, State, NANOS_PER_SEC, URGENT_THRESHOLD};
-use crate::protocol::{Op, OP_COUNT};
 use crate::retry::{RetryPolicy, Verdict};
 use crate::tube::Tube;
 use crate::wal::{FailOutcome, ImageState, JobImage, Record};
@@ -162,10 +161,10 @@ pub struct Waiting {
     pub soon_at: Option<Nanos>,
 }
 
-/// Server-wide counters for `stats`.
+/// Server-wide counters for `stats` (the per-command `cmd-*` counters live in the
+/// server, as atomics).
 #[derive(Debug, Default)]
 pub struct Totals {
-    pub ops: [u64; OP_COUNT],
     pub job_timeouts: u64,
     pub total_jobs: u64,
     pub total_connections: u64,
@@ -252,10 +251,6 @@ impl Engine {
     /// (tube, put-to-delete nanoseconds) for each delete since the last call.
     pub fn take_deleted_latencies(&mut self) -> Vec<(Arc<str>, Nanos)> {
         std::mem::take(&mut self.deleted_latencies)
-    }
-
-    pub fn count_op(&mut self, op: Op) {
-        self.totals.ops[op as usize] += 1;
     }
 
     fn journal(&mut self, record: &Record) -> Result<Option<u64>, JournalError> {

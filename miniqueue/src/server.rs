@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,7 +41,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::config::Config;
 use crate::engine::{Engine, FailReply, Journal, NewJob, PutOutcome, ReserveOutcome, Wakeup};
 use crate::job::{ConnId, Nanos};
-use crate::protocol::{msg, BackoffKind, Command, Frame, Framer, Op};
+use crate::protocol::{msg, BackoffKind, Command, Frame, Framer, Op, OP_COUNT};
 use crate::retry::RetryPolicy;
 use crate::stats::{self, ServerFacts};
 use crate::wal::Record;
@@ -78,9 +78,19 @@ pub struct Shared {
     pub log: Option<Arc<RecordLog>>,
     pub metrics: crate::admin::Metrics,
     pub config: Config,
+    /// `stats`' `cmd-*` counters: atomics, so counting a command takes no lock.
+    ops: [AtomicU64; OP_COUNT],
 }
 
 impl Shared {
+    pub fn count_op(&self, op: Op) {
+        self.ops[op as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn op_counts(&self) -> [u64; OP_COUNT] {
+        std::array::from_fn(|i| self.ops[i].load(Ordering::Relaxed))
+    }
+
     /// Runs `f` on the engine, then delivers the wakeups it produced, re-arms the timer,
     /// and returns the LSN the caller must make durable before replying.
     pub fn with_engine<T>(&self, f: impl FnOnce(&mut Engine, Nanos) -> T) -> (T, Option<u64>) {
@@ -204,6 +214,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
         log: log.clone(),
         metrics: crate::admin::Metrics::new(),
         config: config.clone(),
+        ops: std::array::from_fn(|_| AtomicU64::new(0)),
     });
     let shutdown = Shutdown::new();
 
@@ -572,37 +583,32 @@ impl Session {
         let command = match frame {
             Frame::Reply { reply, counted } => {
                 if let Some(op) = counted {
-                    self.shared.state.lock().engine.count_op(op);
+                    self.shared.count_op(op);
                 }
                 self.word(reply);
                 return Next::Continue;
             }
             Frame::Job(header, body) => {
-                let counted = header.unique.is_none().then_some(Op::Put);
+                if header.unique.is_none() {
+                    self.shared.count_op(Op::Put);
+                }
                 if self.shared.draining.load(Ordering::Acquire) {
-                    if let Some(op) = counted {
-                        self.shared.state.lock().engine.count_op(op);
-                    }
                     self.word(msg::DRAINING);
                     return Next::Continue;
                 }
-                let tube = self.shared.state.lock().engine.conns.get(&conn).map(|c| c.use_tube.clone());
-                let ((result, _), lsn) = self.shared.with_engine(|engine, now| {
-                    if let Some(op) = counted {
-                        engine.count_op(op);
-                    }
+                let metrics = &self.shared.metrics;
+                let (result, lsn) = self.shared.with_engine(|engine, now| {
                     let new =
                         NewJob { pri: header.pri, delay: header.delay, ttr: header.ttr, body, unique: header.unique };
-                    (engine.put(conn, new, now), ())
+                    let result = engine.put(conn, new, now);
+                    if let (Ok(PutOutcome::Inserted(_)), Some(c)) = (&result, engine.conns.get(&conn)) {
+                        metrics.observe_put(&c.use_tube);
+                    }
+                    result
                 });
                 self.note_lsn(lsn);
                 match result {
-                    Ok(PutOutcome::Inserted(id)) => {
-                        if let Some(tube) = tube {
-                            self.shared.metrics.observe_put(&tube);
-                        }
-                        self.word_num("INSERTED", id)
-                    }
+                    Ok(PutOutcome::Inserted(id)) => self.word_num("INSERTED", id),
                     Ok(PutOutcome::Duplicate(id)) => self.word_num("DUPLICATE", id),
                     Err(e) => self.internal_error(e),
                 }
@@ -610,10 +616,7 @@ impl Session {
             }
             Frame::Command(command) => command,
         };
-        let op = command.op();
-        if op != Op::Other {
-            self.shared.state.lock().engine.count_op(op);
-        }
+        self.shared.count_op(command.op());
         match command {
             Command::Put(_) => unreachable!("the framer delivers puts as Frame::Job"),
             Command::Quit => return Next::Close,
@@ -741,7 +744,7 @@ impl Session {
                         facts.wal_oldest = log.first_lsn();
                         facts.wal_current = log.next_lsn();
                     }
-                    stats::server_yaml(&state.engine, &facts, now())
+                    stats::server_yaml(&state.engine, &self.shared.op_counts(), &facts, now())
                 };
                 self.yaml_reply(&yaml);
             }

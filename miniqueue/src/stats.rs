@@ -10,6 +10,7 @@ use std::fmt::Write;
 
 use crate::engine::Engine;
 use crate::job::{Job, Nanos, State, NANOS_PER_SEC};
+use crate::protocol::{Op, OP_COUNT};
 use crate::tube::Tube;
 
 /// Facts about the process and its write-ahead log that `stats` reports but the engine
@@ -160,9 +161,7 @@ fn rusage() -> (String, String) {
 }
 
 /// `stats`.
-pub fn server_yaml(engine: &Engine, facts: &ServerFacts, now: Nanos) -> String {
-    use crate::protocol::Op;
-    let ops = &engine.totals.ops;
+pub fn server_yaml(engine: &Engine, ops: &[u64; OP_COUNT], facts: &ServerFacts, now: Nanos) -> String {
     let op = |o: Op| ops[o as usize];
     let (mut urgent, mut ready, mut reserved, mut delayed, mut buried, mut waiting) =
         (0u64, 0usize, 0u64, 0usize, 0usize, 0usize);
