@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use minibench::log::brokers::System;
-use minibench::{kv, log, report, BenchError};
+use minibench::queue::cycle::Tubes;
+use minibench::queue::servers::{Durability, System as QueueSystem};
+use minibench::{kv, log, queue, report, BenchError};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
@@ -17,6 +19,11 @@ pub enum BenchCommand {
     /// one producer and one consumer, minilog driven by librdkafka. Needs redis-server and
     /// nats-server on PATH and the minilog binary next to `mini` (or MINILOG_BIN).
     Log(LogArgs),
+    /// miniqueue vs beanstalkd 1.12: put → reserve → delete cycles of 100-byte jobs from
+    /// 1, 16 and 64 clients, in memory and durable (-b DIR -f 0 on both): jobs/s and the
+    /// cycle's p50/p99. Needs beanstalkd on PATH and the miniqueue binary next to `mini`
+    /// (or --miniqueue-bin, or MINIQUEUE_BIN).
+    Queue(QueueArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -66,6 +73,51 @@ pub struct LogArgs {
     output: OutputArgs,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct QueueArgs {
+    /// The count bound of a run: jobs for all its clients together [default: 200000, or
+    /// 640 with --quick].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    jobs: Option<u64>,
+    /// The time bound of a run, in seconds; a run ends at whichever bound comes first
+    /// [default: 5, or 0.5 with --quick].
+    #[arg(long, value_name = "S", value_parser = parse_seconds)]
+    seconds: Option<f64>,
+    /// Rounds per system and setting; each figure is the median [default: 3, or 1 with --quick].
+    #[arg(long, value_name = "R", value_parser = clap::value_parser!(u64).range(1..=100))]
+    rounds: Option<u64>,
+    /// Concurrent clients, one connection each (comma-separated).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "1,16,64",
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    clients: Vec<u64>,
+    /// Durability settings to run (comma-separated): memory (no -b), durable (-b DIR -f 0).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_durability,
+          default_value = "memory,durable")]
+    durability: Vec<Durability>,
+    /// The systems to run (comma-separated); one alone leaves ratios and bars unmet.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_queue_system,
+          default_value = "beanstalkd,miniqueue")]
+    systems: Vec<QueueSystem>,
+    /// Put every client on one tube instead of a tube each (the contended case; the job
+    /// check is weaker).
+    #[arg(long)]
+    shared_tube: bool,
+    /// Commands per write: each client pipelines N puts, then N reserves, then N deletes.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pipeline: u64,
+    /// Threads of the client runtime (1 keeps every client on one core).
+    #[arg(long, value_name = "T", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    client_threads: u64,
+    /// The miniqueue binary [default: $MINIQUEUE_BIN, else `miniqueue` next to `mini`].
+    #[arg(long, value_name = "PATH")]
+    miniqueue_bin: Option<PathBuf>,
+    /// A smoke test: 640 jobs or 0.5 s per run, one round.
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
 /// How a benchmark's report is shown, the same for every benchmark.
 #[derive(clap::Args, Debug)]
 pub struct OutputArgs {
@@ -84,11 +136,34 @@ fn parse_system(name: &str) -> Result<System, String> {
     })
 }
 
+fn parse_durability(name: &str) -> Result<Durability, String> {
+    Durability::ALL.into_iter().find(|d| d.name() == name).ok_or_else(|| {
+        let names: Vec<&str> = Durability::ALL.iter().map(|d| d.name()).collect();
+        format!("unknown durability '{name}'; expected one of {}", names.join(", "))
+    })
+}
+
+fn parse_queue_system(name: &str) -> Result<QueueSystem, String> {
+    QueueSystem::ALL.into_iter().find(|s| s.name() == name).ok_or_else(|| {
+        let names: Vec<&str> = QueueSystem::ALL.iter().map(|s| s.name()).collect();
+        format!("unknown system '{name}'; expected one of {}", names.join(", "))
+    })
+}
+
+/// A positive number of seconds, at most an hour (a bound, not a soak test).
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 3600.0 => Ok(s),
+        _ => Err(format!("'{text}' is not a number of seconds between 0 and 3600")),
+    }
+}
+
 /// Runs a benchmark; returns the process exit code.
 pub fn run(command: BenchCommand) -> i32 {
     match command {
         BenchCommand::Kv(args) => exit_code("kv", bench_kv(&args), |e| matches!(e, BenchError::Interrupted)),
         BenchCommand::Log(args) => exit_code("log", bench_log(&args), log::LogBenchError::is_interrupted),
+        BenchCommand::Queue(args) => exit_code("queue", bench_queue(&args), queue::QueueBenchError::is_interrupted),
     }
 }
 
@@ -142,6 +217,33 @@ fn log_options(args: &LogArgs) -> log::Options {
 fn bench_log(args: &LogArgs) -> Result<(), log::LogBenchError> {
     let report = log::run(&log_options(args))?;
     let markdown = log::report::render_markdown(&report);
+    Ok(emit(|| serde_json::to_string_pretty(&report), &markdown, &args.output)?)
+}
+
+fn queue_options(args: &QueueArgs) -> queue::Options {
+    let mut options = if args.quick { queue::Options::quick() } else { queue::Options::full() };
+    if let Some(n) = args.jobs {
+        options.jobs = n;
+    }
+    if let Some(s) = args.seconds {
+        options.max_run = std::time::Duration::from_secs_f64(s);
+    }
+    if let Some(r) = args.rounds {
+        options.rounds = r as usize;
+    }
+    options.clients = args.clients.iter().map(|&c| c as usize).collect();
+    options.durabilities = args.durability.clone();
+    options.systems = args.systems.clone();
+    options.tubes = if args.shared_tube { Tubes::Shared } else { Tubes::PerClient };
+    options.pipeline = args.pipeline as usize;
+    options.client_threads = args.client_threads as usize;
+    options.miniqueue_bin = args.miniqueue_bin.clone();
+    options
+}
+
+fn bench_queue(args: &QueueArgs) -> Result<(), queue::QueueBenchError> {
+    let report = queue::run(&queue_options(args))?;
+    let markdown = queue::report::render_markdown(&report);
     Ok(emit(|| serde_json::to_string_pretty(&report), &markdown, &args.output)?)
 }
 
@@ -228,6 +330,65 @@ mod tests {
         assert_eq!(o.systems, System::ALL);
         let quick = log_options(&parse_log(&["log", "--quick"]));
         assert_eq!((quick.small_records, quick.rounds), (log::Options::quick().small_records, 1));
+    }
+
+    fn parse_queue(line: &[&str]) -> QueueArgs {
+        match parse_command(line) {
+            BenchCommand::Queue(args) => args,
+            other => panic!("not queue: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn queue_defaults_are_the_issues_benchmark() {
+        let o = queue_options(&parse_queue(&["queue"]));
+        assert_eq!((o.jobs, o.rounds, o.clients.as_slice()), (200_000, 3, &[1, 16, 64][..]));
+        assert_eq!(o.durabilities, [Durability::Memory, Durability::Durable]);
+        assert_eq!(o.systems, QueueSystem::ALL);
+        assert_eq!((o.tubes, o.pipeline, o.client_threads, o.miniqueue_bin), (Tubes::PerClient, 1, 1, None));
+        let quick = queue_options(&parse_queue(&["queue", "--quick"]));
+        assert_eq!((quick.jobs, quick.rounds), (queue::Options::quick().jobs, 1));
+    }
+
+    #[test]
+    fn queue_flags_pick_settings_and_bad_ones_are_refused() {
+        let o = queue_options(&parse_queue(&[
+            "queue",
+            "--jobs",
+            "100",
+            "--seconds",
+            "0.25",
+            "--clients",
+            "2,4",
+            "--durability",
+            "durable",
+            "--systems",
+            "beanstalkd",
+            "--shared-tube",
+            "--pipeline",
+            "8",
+            "--miniqueue-bin",
+            "/x/miniqueue",
+        ]));
+        assert_eq!(
+            (o.jobs, o.max_run, o.clients.as_slice()),
+            (100, std::time::Duration::from_millis(250), &[2, 4][..])
+        );
+        assert_eq!(
+            (o.durabilities.as_slice(), o.systems.as_slice()),
+            (&[Durability::Durable][..], &[QueueSystem::Beanstalkd][..])
+        );
+        assert_eq!((o.tubes, o.pipeline), (Tubes::Shared, 8));
+        assert_eq!(o.miniqueue_bin.as_deref(), Some(std::path::Path::new("/x/miniqueue")));
+        let refused =
+            |line: &[&str]| Wrapper::try_parse_from(std::iter::once("bench").chain(line.iter().copied())).is_err();
+        assert!(refused(&["queue", "--systems", "redis"]));
+        assert!(refused(&["queue", "--durability", "aof"]));
+        assert!(refused(&["queue", "--clients", "0"]));
+        assert!(refused(&["queue", "--seconds", "0"]));
+        assert!(refused(&["queue", "--seconds", "forever"]));
+        assert!(refused(&["queue", "--jobs", "0"]));
+        assert!(refused(&["queue", "--pipeline", "0"]));
     }
 
     #[test]

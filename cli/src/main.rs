@@ -6,6 +6,9 @@
 //!                              use a Kafka broker (minilog or a real one) from the shell
 //! mini bench kv                minikv vs redis-server 7.0, side by side
 //! mini bench log               minilog vs Redis Streams and NATS JetStream
+//! mini queue put|work|stats|dlq|replay
+//!                              use a beanstalk server (miniqueue or beanstalkd) from the shell
+//! mini bench queue             miniqueue vs beanstalkd 1.12
 //! ```
 //!
 //! This crate only parses the command line and calls the libraries (`minikv`,
@@ -14,6 +17,7 @@
 
 mod bench;
 mod log;
+mod queue;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +40,8 @@ enum Command {
     Up(up::UpArgs),
     /// Topics, produce, consume and groups on a Kafka broker (minilog or Kafka).
     Log(log::LogArgs),
+    /// Put, work, stats and the dead-letter queue on a beanstalk server (miniqueue or beanstalkd).
+    Queue(queue::QueueArgs),
     /// Side-by-side benchmarks against the real systems.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -51,6 +57,7 @@ fn main() {
     let code = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Log(args) => log::run(args),
+        Command::Queue(args) => queue::run(args),
         Command::Bench(command) => bench::run(command),
     };
     std::process::exit(code);

@@ -277,7 +277,7 @@ fn check(job: &Job, workload: Workload, put_id: &u64, put_body: &[u8]) -> Result
             if job.body.len() != put_body.len() || job.body[8..] != put_body[8..] {
                 return Err(format!("job {} came back with a body this workload did not put", job.id));
             }
-            if !client.is_some_and(|c| c < workload.clients as u64) {
+            if client.is_none_or(|c| c >= workload.clients as u64) {
                 return Err(format!("job {} carries a stamp of no client of this run", job.id));
             }
         }
