@@ -49,7 +49,7 @@ from typing import Optional
 from conftest import LINE_MAX, Conn, ReplyTimeout, ServerClosed, split_reply
 
 #: How long a step that expects no reply listens for one anyway.
-QUIET_S = 0.15
+QUIET_S = 0.1
 #: Pause after a client closes a connection, so both servers have noticed.
 CLOSE_SETTLE_S = 0.1
 #: Default time to wait for the replies of a step.
@@ -117,7 +117,8 @@ def describe(step) -> str:
 
 # ---- how many replies beanstalkd sends ----------------------------------------------
 
-_PUT = re.compile(rb"put (\d+) (\d+) (\d+) (\d+)")
+#: strtoul skips the spaces before each number, so "put  1 0 60 1" is a valid put.
+_PUT = re.compile(rb"put +(\d+) +(\d+) +(\d+) +(\d+)")
 
 
 def expected_replies(data: bytes, max_job_size: int = 65535) -> int:
@@ -142,7 +143,7 @@ def expected_replies(data: bytes, max_job_size: int = 65535) -> int:
         if line.startswith(b"quit"):
             return n + 1
         m = _PUT.fullmatch(line)
-        if m and all(len(g) <= 20 for g in m.groups()):
+        if m and all(len(g.lstrip(b"0")) <= 20 for g in m.groups()):
             pri, delay, ttr, size = (int(g) for g in m.groups())
             if pri < 2**32 and delay < 2**32 and ttr < 2**32 and size < 2**63:
                 end = j + 2 + size + 2
@@ -191,6 +192,7 @@ class Side:
             except ServerClosed:
                 out.append(CLOSED + (b" partial=%r" % c.buf if c.buf else b""))
                 c.buf = b""
+                c.eof_reported = True
                 break
             except ReplyTimeout:
                 if n:
@@ -201,16 +203,29 @@ class Side:
                 continue  # a step that expects nothing keeps listening for QUIET_S
         return out
 
+    def _leftover(self, c: Conn) -> list[bytes]:
+        out = []
+        while True:
+            try:
+                out.append(c.reply(timeout=0.01))
+            except ServerClosed:
+                if not getattr(c, "eof_reported", False):
+                    out.append(CLOSED)
+                break
+            except ReplyTimeout:
+                break
+        if c.buf:
+            out.append(b"<unparsed bytes %r>" % c.buf)
+        return out
+
     def run(self, steps: list) -> None:
         try:
             for step in steps:
                 self.transcript.append(self._step(step))
+            # Anything left unread: one shared quiet window, then what each connection has.
+            time.sleep(QUIET_S)
             for name in sorted(self.conns):
-                if not self.conns[name].eof:
-                    self.transcript.append(self._read(name, 0, 0))
-                else:
-                    rest = self.conns[name].buf
-                    self.transcript.append([b"<unparsed bytes %r>" % rest] if rest else [])
+                self.transcript.append(self._leftover(self.conns[name]))
         except Exception as e:  # a harness error is reported, not raised in the thread
             self.error = f"{type(e).__name__}: {e}"
         finally:
