@@ -370,7 +370,7 @@ script("frame-body-missing-crlf", [
     S(b"put 0 0 60 1\r\nab\r\n"), C("list-tube-used"), C("stats-job 1"), C("stats-job 2"), P(b"ok"),
     C("stats-job 2"), C("stats-job 3")])
 
-script("frame-body-short", [S(b"put 0 0 60 5\r\nabc\r\n", replies=0), S(b"list-tube-used\r\n", replies=1),
+script("frame-body-short", [S(b"put 0 0 60 5\r\nabc\r\n", replies=0), S(b"list-tube-used\r\n", replies=2),
                             C("list-tube-used"), C("stats")])
 
 script("frame-body-long", [S(b"put 0 0 60 2\r\nabcdef\r\n"), C("list-tube-used"), C("stats")])
