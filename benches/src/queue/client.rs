@@ -571,7 +571,8 @@ impl Client {
     /// Sends one command and reads its reply. Server error words are `Err`.
     pub async fn request(&mut self, command: &Command<'_>) -> Result<Reply, Error> {
         let mut replies = self.pipeline(std::slice::from_ref(command)).await?;
-        replies.pop().unwrap_or(Err(Error::Desynchronised))
+        // Only `quit` gets no reply: the server closes the connection instead.
+        replies.pop().unwrap_or(Err(Error::Closed))
     }
 
     /// Sends every command in one write, then reads one reply each, in order. The outer
