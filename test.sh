@@ -3,14 +3,17 @@
 #   Debian packages: redis-server and redis-tools (the real Redis 7.0 the tests compare
 #                    against, redis-cli and redis-benchmark), kcat (the Kafka client the
 #                    minilog suites drive, with librdkafka 2.0.2), nats-server (for the
-#                    side-by-side benchmarks), python3 and python3-venv;
-#   PyPI packages:   redis (redis-py), pytest, confluent-kafka and kafka-python, in a
-#                    virtualenv at .venv-tests/ (minilog's Rust crash test uses it too).
+#                    side-by-side benchmarks), beanstalkd (the real beanstalkd 1.12 the
+#                    miniqueue differential tests compare against), python3 and python3-venv;
+#   PyPI packages:   redis (redis-py), pytest, confluent-kafka, kafka-python and greenstalk
+#                    (the beanstalk client the miniqueue suites drive), in a virtualenv at
+#                    .venv-tests/ (minilog's Rust crash test uses it too).
 # It works as root on a fresh Debian machine. Elsewhere it says what is missing and stops.
 #
 # Usage: ./test.sh            everything (what CI runs through .ci/run)
 #        ./test.sh --rust     only the Rust tests
-#        ./test.sh --python   only the Python (redis-py, redis-cli, differential, Kafka client) tests
+#        ./test.sh --python   only the Python (redis-py, redis-cli, differential, Kafka client,
+#                             greenstalk and beanstalkd differential) tests
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -31,6 +34,7 @@ command -v redis-server >/dev/null 2>&1 || missing_debs+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 && command -v redis-benchmark >/dev/null 2>&1 || missing_debs+=(redis-tools)
 command -v kcat >/dev/null 2>&1 || missing_debs+=(kcat)
 command -v nats-server >/dev/null 2>&1 || missing_debs+=(nats-server)
+command -v beanstalkd >/dev/null 2>&1 || missing_debs+=(beanstalkd)
 command -v python3 >/dev/null 2>&1 || missing_debs+=(python3)
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   missing_debs+=(python3-venv)
@@ -69,9 +73,9 @@ if ((want_python || want_rust)); then
     say "creating $venv"
     python3 -m venv "$venv"
   fi
-  if ! "$venv/bin/python" -c 'import redis, pytest, confluent_kafka, kafka' >/dev/null 2>&1; then
-    say "installing PyPI packages: redis pytest confluent-kafka kafka-python"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check redis pytest confluent-kafka kafka-python
+  if ! "$venv/bin/python" -c 'import redis, pytest, confluent_kafka, kafka, greenstalk' >/dev/null 2>&1; then
+    say "installing PyPI packages: redis pytest confluent-kafka kafka-python greenstalk"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check redis pytest confluent-kafka kafka-python greenstalk
   fi
 fi
 
@@ -94,6 +98,8 @@ if ((want_python)); then
   MINIKV_BIN="$PWD/target/debug/minikv" "$venv/bin/python" -m pytest minikv/tests/py -q
   say "python tests (minilog with kcat, confluent-kafka, kafka-python)"
   MINILOG_BIN="$PWD/target/debug/minilog" "$venv/bin/python" -m pytest minilog/tests/py -q
+  say "python tests (miniqueue with greenstalk, differential vs beanstalkd $(beanstalkd -v 2>&1 | sed 's/^beanstalkd //'))"
+  MINIQUEUE_BIN="$PWD/target/debug/miniqueue" "$venv/bin/python" -m pytest miniqueue/tests/py -q
 fi
 
 say "all tests passed"
