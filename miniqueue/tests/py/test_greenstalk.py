@@ -387,14 +387,16 @@ def test_delayed_job_becomes_ready(mq):
 
 
 def test_ttr_expiry_returns_job_to_ready(mq):
+    # TTR 2: with TTR 1 the real beanstalkd 1.12 sometimes never times the job out,
+    # and this suite must pass against it too.
     with client(mq) as a, client(mq) as b:
-        jid = a.put(b"slow", ttr=1)
+        jid = a.put(b"slow", ttr=2)
         assert a.reserve(timeout=0).id == jid
         t0 = time.monotonic()
-        job = b.reserve(timeout=5)
+        job = b.reserve(timeout=6)
         waited = time.monotonic() - t0
         assert job.id == jid
-        assert waited < 3.0, f"TTR 1 s expired after {waited:.2f} s"
+        assert 1.5 <= waited < 4.0, f"TTR 2 s expired after {waited:.2f} s"
         st = b.stats_job(jid)
         assert (st["state"], st["timeouts"], st["reserves"]) == ("reserved", 1, 2)
         assert b.stats()["job-timeouts"] == 1
