@@ -308,3 +308,60 @@ fn roll_segment_lets_delete_reclaim_everything_before_it() {
     let (log, report) = minicore::record_log::RecordLog::open(dir.path(), options).unwrap();
     assert_eq!((report.truncated.is_none(), log.first_lsn(), log.next_lsn()), (true, 3, 4));
 }
+
+/// `preallocate`: segments are created full of zeros and written over; the zero end of
+/// the active segment is unused space on reopen, not a torn tail; a closed segment is
+/// trimmed to its records; and a real torn tail before the zeros is still cut.
+#[test]
+fn preallocated_segments_recover_cleanly_and_are_trimmed_when_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions { segment_bytes: 4096, preallocate: true, ..options() };
+    let (log, _) = RecordLog::open(dir.path(), options.clone()).unwrap();
+    let mut last = 0;
+    for i in 0..300u32 {
+        last = log.append(format!("record {i:04}").as_bytes()).unwrap();
+    }
+    log.commit(last).unwrap();
+    let segments = log.stats().segments;
+    assert!(segments > 1, "4 KiB segments roll");
+    drop(log);
+    let mut files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let active = files.last().unwrap().clone();
+    assert_eq!(std::fs::metadata(&active).unwrap().len(), 4096, "the active segment keeps its full size");
+    for closed in &files[..files.len() - 1] {
+        let len = std::fs::metadata(closed).unwrap().len();
+        assert!(len < 4096 && len > 0, "closed segments are trimmed to their records: {len}");
+    }
+
+    let (log, report) = RecordLog::open(dir.path(), options.clone()).unwrap();
+    assert_eq!((report.records, report.truncated.is_none()), (300, true), "{report:?}");
+    let records: Vec<(u64, Vec<u8>)> = log.reader(0).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(records.len(), 300);
+    assert_eq!(records[299].1, b"record 0299");
+    let next = log.append(b"after reopen").unwrap();
+    log.commit(next).unwrap();
+    drop(log);
+
+    // A torn frame in front of the zeros is still a torn tail, cut and reported.
+    let written = {
+        let (log, _) = RecordLog::open(dir.path(), options.clone()).unwrap();
+        log.stats().size_bytes
+    };
+    let active_len_before = std::fs::metadata(&active).unwrap().len();
+    assert_eq!(active_len_before, 4096);
+    let closed_bytes: u64 = files[..files.len() - 1].iter().map(|f| std::fs::metadata(f).unwrap().len()).sum();
+    let offset = written - closed_bytes;
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(&active).unwrap();
+        file.write_all_at(&[7, 0, 0, 0, 1, 2], offset).unwrap();
+    }
+    let (log, report) = RecordLog::open(dir.path(), options).unwrap();
+    assert_eq!(report.records, 301);
+    assert!(
+        matches!(report.truncated.as_ref().map(|t| &t.reason), Some(TruncationReason::TornTail { .. })),
+        "{report:?}"
+    );
+    drop(log);
+}

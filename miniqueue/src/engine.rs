@@ -37,7 +37,7 @@
 //! served (here: first come, first served per tube; beanstalkd: a rotating pick), which no
 //! single client can observe.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -47,6 +47,9 @@ use crate::job::{ConnId, Counters, DeadMark, History, Job, Nanos, State, NANOS_P
 use crate::retry::{RetryPolicy, Verdict};
 use crate::tube::Tube;
 use crate::wal::{FailOutcome, ImageState, JobImage, Record};
+
+/// A hash map with a fast, DoS-resistant hasher (keys come from clients).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// beanstalkd's `SAFETY_MARGIN`: a worker blocked in `reserve` is told `DEADLINE_SOON`
 /// this long before one of its jobs' TTR runs out.
@@ -172,11 +175,11 @@ pub struct Totals {
 
 /// The whole queue.
 pub struct Engine {
-    pub(crate) jobs: HashMap<u64, Job>,
-    pub(crate) tubes: HashMap<Arc<str>, Tube>,
+    pub(crate) jobs: FastMap<u64, Job>,
+    pub(crate) tubes: FastMap<Arc<str>, Tube>,
     /// Tubes in creation order, swap-removed on drop: `list-tubes` order, as beanstalkd.
     pub(crate) tube_order: Vec<Arc<str>>,
-    pub(crate) conns: HashMap<ConnId, Conn>,
+    pub(crate) conns: FastMap<ConnId, Conn>,
     next_conn: ConnId,
     pub(crate) next_id: u64,
     /// Every delayed job as (deadline, id), for the timer.
@@ -207,10 +210,10 @@ impl Engine {
     pub fn new(seed: u64) -> Self {
         let default_tube: Arc<str> = Arc::from("default");
         let mut engine = Engine {
-            jobs: HashMap::new(),
-            tubes: HashMap::new(),
+            jobs: FastMap::default(),
+            tubes: FastMap::default(),
             tube_order: Vec::new(),
-            conns: HashMap::new(),
+            conns: FastMap::default(),
             next_conn: 1,
             next_id: 1,
             delayed: BTreeSet::new(),
@@ -552,7 +555,7 @@ impl Engine {
     fn dispatch(&mut self, tube_name: &str, now: Nanos) {
         loop {
             let Some(tube) = self.tubes.get_mut(tube_name) else { return };
-            if tube.waiting.is_empty() || tube.ready.is_empty() || tube.paused(now) {
+            if tube.waiting.is_empty() || tube.ready.is_empty() || tube.is_paused(now) {
                 return;
             }
             let conn = *tube.waiting.front().expect("checked non-empty");
@@ -576,12 +579,11 @@ impl Engine {
 
     /// The best ready job in the connection's watched, unpaused tubes: lowest priority,
     /// then lowest id.
-    fn best_ready(&mut self, conn: ConnId, now: Nanos) -> Option<(u32, u64)> {
-        let watch = self.conns[&conn].watch.clone();
+    fn best_ready(&self, conn: ConnId, now: Nanos) -> Option<(u32, u64)> {
         let mut best: Option<(u32, u64)> = None;
-        for name in &watch {
-            let tube = self.tube(name);
-            if tube.paused(now) {
+        for name in &self.conns[&conn].watch {
+            let tube = &self.tubes[name];
+            if tube.is_paused(now) {
                 continue;
             }
             if let Some(&candidate) = tube.ready.first() {
@@ -1044,8 +1046,10 @@ impl Engine {
         let now = 0; // nothing is dispatched during replay: no connection exists yet
         match record {
             Record::Image(image) => {
-                if self.jobs.contains_key(&image.id) {
-                    // A compaction rewrite of a job whose earlier image is still here.
+                // A compaction rewrite of a job whose earlier image is still here
+                // replaces it; it is not a new job.
+                let rewrite = self.jobs.contains_key(&image.id);
+                if rewrite {
                     self.remove_job_silently(image.id);
                 }
                 let tube = self.tube_entry(&image.tube);
@@ -1067,8 +1071,10 @@ impl Engine {
                 self.jobs.insert(image.id, job);
                 let t = self.tube(&tube);
                 t.jobs_ct += 1;
-                t.total_jobs += 1;
-                self.totals.total_jobs += 1;
+                if !rewrite {
+                    t.total_jobs += 1;
+                    self.totals.total_jobs += 1;
+                }
                 match image.state {
                     ImageState::Ready => self.make_ready(image.id, now),
                     ImageState::Delayed { deadline } => self.make_delayed(image.id, deadline),

@@ -21,9 +21,7 @@ fn main() {
         std::process::exit(2);
     }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = config.threads {
-        runtime.worker_threads(threads.max(1));
-    }
+    runtime.worker_threads(config.threads.max(1));
     let runtime = match runtime.enable_all().build() {
         Ok(r) => r,
         Err(e) => {

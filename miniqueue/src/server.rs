@@ -155,6 +155,9 @@ pub async fn start(config: Config) -> Result<Running, String> {
                 segment_bytes: config.wal_file_size,
                 fsync: config.fsync_policy(),
                 max_record_bytes: (config.max_job_size + 4096).min(u32::MAX as usize) as u32,
+                group_commit_window: config.group_commit_window(),
+                // Fixed-size files, as beanstalkd's binlog: an fsync then flushes data only.
+                preallocate: true,
                 ..LogOptions::default()
             };
             let dir = dir.clone();
@@ -294,6 +297,9 @@ async fn timer_task(shared: Arc<Shared>, shutdown: Shutdown) {
         }
         let mut state = shared.state.lock();
         state.engine.tick(now());
+        // What a tick journals (a TTR expiry) is not waited for by anyone; drop the LSN
+        // so the next command does not wait for it either.
+        let _ = state.engine.take_lsn();
         shared.after_change(&mut state);
     }
 }

@@ -86,13 +86,10 @@ impl Tube {
             || !self.unique.is_empty()
     }
 
-    /// Paused at `now`? A pause that has run out is lifted here, lazily, as beanstalkd
-    /// does.
-    pub fn paused(&mut self, now: Nanos) -> bool {
-        if self.pause > 0 && self.unpause_at <= now {
-            self.pause = 0;
-        }
-        self.pause > 0
+    /// Paused at `now`? A pause counts as over at its deadline even before the timer
+    /// has lifted it.
+    pub fn is_paused(&self, now: Nanos) -> bool {
+        self.pause > 0 && self.unpause_at > now
     }
 
     /// Whether `stats-tube` shows the extension keys.

@@ -285,6 +285,13 @@ pub(crate) fn recover(dir: &Path, options: &LogOptions) -> Result<Recovered, Log
 
         // valid_bytes came from walking `bytes`, so it fits a usize.
         let bad_offset = scan.valid_bytes as usize;
+        if is_last && options.preallocate && bytes[bad_offset..].iter().all(|&b| b == 0) {
+            // The unused, preallocated end of the active segment: not a torn tail.
+            // Trimmed here; the log fills it with zeros again when it opens the segment.
+            truncate_file(&path, scan.valid_bytes)?;
+            kept.push(RecoveredSegment { base_lsn, bytes: scan.valid_bytes, records: scan.records });
+            break;
+        }
         let next_valid_offset = if is_last { find_next_valid_frame(&bytes, bad_offset + 1, max) } else { None };
         // A frame over the limit whose CRC matches was written whole, under a larger
         // limit; a crash cannot produce it, so cutting it as a torn tail would silently

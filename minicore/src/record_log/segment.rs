@@ -91,8 +91,10 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<Lsn>, LogError> {
 /// two segments claim the same LSNs, which recovery should have caught.
 pub(crate) fn create(dir: &Path, base_lsn: Lsn) -> Result<File, LogError> {
     let path = path(dir, base_lsn);
+    // Not O_APPEND: records are written at the offset the writer tracks, so that a
+    // preallocated segment is overwritten in place (see `LogOptions::preallocate`).
     let file = OpenOptions::new()
-        .append(true)
+        .write(true)
         .create_new(true)
         .open(&path)
         .map_err(|source| LogError::io("create a segment", &path, source))?;
@@ -103,7 +105,23 @@ pub(crate) fn create(dir: &Path, base_lsn: Lsn) -> Result<File, LogError> {
 /// Opens an existing segment for appending.
 pub(crate) fn open_for_append(dir: &Path, base_lsn: Lsn) -> Result<File, LogError> {
     let path = path(dir, base_lsn);
-    OpenOptions::new().append(true).open(&path).map_err(|source| LogError::io("open the active segment", &path, source))
+    OpenOptions::new().write(true).open(&path).map_err(|source| LogError::io("open the active segment", &path, source))
+}
+
+/// Fills `file` with zeros from byte `from` up to `to` and fsyncs it, so that later
+/// writes below `to` overwrite allocated blocks without changing the file's size.
+pub(crate) fn preallocate(dir: &Path, base_lsn: Lsn, file: &File, from: u64, to: u64) -> Result<(), LogError> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: usize = 1 << 20;
+    let zeros = vec![0u8; CHUNK];
+    let mut offset = from;
+    while offset < to {
+        let n = ((to - offset) as usize).min(CHUNK);
+        file.write_all_at(&zeros[..n], offset)
+            .map_err(|source| LogError::io("preallocate a segment", &path(dir, base_lsn), source))?;
+        offset += n as u64;
+    }
+    file.sync_all().map_err(|source| LogError::io("fsync a preallocated segment", &path(dir, base_lsn), source))
 }
 
 /// Fsyncs the directory itself, so that files created or removed in it stay created or

@@ -71,6 +71,7 @@ impl LogCore {
             return Ok(());
         }
         let mut background = self.background.lock();
+        background.sync_requests += 1;
         if background.sync_requested < target {
             background.sync_requested = target;
             self.sync_wanted.notify_one();
@@ -89,6 +90,7 @@ impl LogCore {
     /// Asks the syncer to make `target` durable, without waiting.
     pub(crate) fn request_sync(&self, target: Lsn) {
         let mut background = self.background.lock();
+        background.sync_requests += 1;
         if background.sync_requested < target {
             background.sync_requested = target;
             self.sync_wanted.notify_one();
@@ -150,6 +152,9 @@ pub(crate) fn run_syncer(core: Arc<LogCore>) {
         FsyncPolicy::Always | FsyncPolicy::Never => None,
     };
     let mut next_tick = interval.map(|interval| Instant::now() + interval);
+    // Committers the previous fsync answered: more than one means they overlap, and the
+    // gathering window (if any) is worth waiting.
+    let mut last_batch: u64 = 0;
     loop {
         let shutting_down = {
             let mut background = core.background.lock();
@@ -184,6 +189,11 @@ pub(crate) fn run_syncer(core: Arc<LogCore>) {
                 next_tick = Some(Instant::now() + interval);
             }
         }
+        let window = core.options.group_commit_window;
+        if !window.is_zero() && last_batch > 1 {
+            std::thread::sleep(window);
+        }
+        last_batch = std::mem::take(&mut core.background.lock().sync_requests);
         // On error the log is already marked failed and every waiter woken; keep looping
         // so the thread still exits on shutdown.
         if let Err(error) = core.sync_now() {

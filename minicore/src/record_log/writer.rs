@@ -17,7 +17,7 @@
 //! swapped with a spare so the steady state allocates nothing.
 
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -91,6 +91,9 @@ pub(crate) struct BackgroundRequests {
     pub(crate) write_requested: Lsn,
     /// `append` saw the pending buffer pass `WRITE_BEHIND_BYTES`.
     pub(crate) write_behind: bool,
+    /// Sync requests (committers) since the syncer last started an fsync: how many
+    /// callers the next fsync will answer, for the group-commit window.
+    pub(crate) sync_requests: u64,
     /// The log is being dropped.
     pub(crate) shutdown: bool,
 }
@@ -190,6 +193,9 @@ impl LogCore {
             unreachable!("recovery always leaves at least one segment");
         };
         let file = segment::open_for_append(&dir, last.base_lsn)?;
+        if options.preallocate && last.bytes < options.segment_bytes {
+            segment::preallocate(&dir, last.base_lsn, &file, last.bytes, options.segment_bytes)?;
+        }
         file.sync_all().map_err(|source| {
             LogError::io("fsync the active segment on open", &segment::path(&dir, last.base_lsn), source)
         })?;
@@ -385,7 +391,7 @@ impl LogCore {
     /// segment, then publishes the new written watermark.
     fn write_chunk(&self, io: &mut ActiveSegment, chunk: &[u8], end_lsn: Lsn) -> Result<(), LogError> {
         if !chunk.is_empty() {
-            (&*io.file).write_all(chunk).map_err(|source| {
+            io.file.write_all_at(chunk, io.bytes).map_err(|source| {
                 LogError::io("write records to a segment", &segment::path(&self.dir, io.base_lsn), source)
             })?;
             io.bytes += chunk.len() as u64;
@@ -426,10 +432,19 @@ impl LogCore {
         assert_eq!(io.written_lsn, next_base, "a segment is closed only after all its records are written");
         assert!(next_base > io.base_lsn, "a closed segment holds at least one record");
         let old_path = segment::path(&self.dir, io.base_lsn);
+        if self.options.preallocate {
+            // Trim the unused zeros, so that a closed segment ends at its last record.
+            io.file
+                .set_len(io.bytes)
+                .map_err(|source| LogError::io("trim a preallocated segment", &old_path, source))?;
+        }
         let started = Instant::now();
         io.file.sync_data().map_err(|source| LogError::io("fsync a segment before closing it", &old_path, source))?;
         self.note_fsync(started);
         let file = segment::create(&self.dir, next_base)?;
+        if self.options.preallocate {
+            segment::preallocate(&self.dir, next_base, &file, 0, self.options.segment_bytes)?;
+        }
         self.counters.dir_fsyncs.fetch_add(1, Ordering::Relaxed);
         {
             let mut catalog = self.catalog.lock();
