@@ -171,12 +171,13 @@ script("use-deadline-soon", [
 
 script("use-timed-out", [C("reserve-with-timeout 0"), C("reserve-with-timeout 1", timeout=3), C("stats")])
 
-# TTR 2, not 1: beanstalkd 1.12 sometimes never times out a TTR-1 job (measured: 2 runs in
-# 10 still reserved after 2.2 s), and the oracle must be reliable.
-script("use-ttr-expiry", [
-    P(b"slow", ttr=2), C("reserve"), Sleep(3.0), C("stats-job 1", conn="b"), C("reserve", conn="b"),
-    C("delete 1"), C("stats-job 1", conn="b"), C("stats", conn="b")])
-
+# No TTR expiry here: beanstalkd 1.12 cannot be the oracle for it. Its per-connection
+# timer heap loses entries once several connections hold deadlines: measured on this
+# machine, with the readiness connection open, a worker holding a TTR-2 job and a second
+# worker in reserve-with-timeout 5, the second worker got TIMED_OUT instead of the job
+# in 10 of 30 runs; with nobody waiting, a TTR-1 job was still reserved 2.2 s later in
+# 2 of 10. TTR expiry is checked against miniqueue with exact expectations instead
+# (test_greenstalk, test_at_least_once, test_retry_dlq).
 script("use-ttr-zero", [P(b"z", ttr=0), C("stats-job 1")])
 
 script("use-delay-expiry", [
@@ -206,6 +207,55 @@ script("use-stats-counters", [
     C("touch 1"), C("use u"), C("watch u"), C("ignore u"), C("list-tubes"), C("list-tube-used"),
     C("list-tubes-watched"), C("stats-tube default"), C("stats-job 1"), C("pause-tube default 0"),
     C("delete 1"), C("stats")])
+
+script("use-tube-order-after-deletes", [
+    *[C(f"use t{i}") for i in range(1, 6)], C("use default"), C("list-tubes"),
+    *[C(f"watch w{i}") for i in range(1, 6)], C("list-tubes-watched"), C("ignore w1"), C("list-tubes-watched"),
+    C("ignore w3"), C("list-tubes-watched"), C("list-tubes"), C("watch w1"), C("list-tubes-watched"),
+    C("list-tubes"), C("stats")])
+
+script("use-reserve-across-tubes", [
+    C("use x"), P(b"x5", pri=5), P(b"x1", pri=1), C("use y"), P(b"y1", pri=1), P(b"y0", pri=0), C("use z"),
+    P(b"z1", pri=1), C("watch x"), C("watch y"), C("watch z"), *[C("reserve-with-timeout 0") for _ in range(6)],
+    C("stats-tube x"), C("stats-tube y"), C("stats")])
+
+script("use-pause-one-of-two-tubes", [
+    C("use p1"), P(b"in p1", pri=0), C("use p2"), P(b"in p2", pri=9), C("watch p1"), C("watch p2"),
+    C("pause-tube p1 100"), C("reserve-with-timeout 0"), C("reserve-with-timeout 0"), C("stats-tube p1"),
+    C("stats-tube p2")])
+
+script("use-waiting-counts", [
+    C("watch q1", conn="w"), C("watch q2", conn="w"), C("reserve", conn="w", replies=0), C("stats-tube q1"),
+    C("stats-tube q2"), C("stats-tube default"), C("stats"), C("use q2"), P(b"q"), Read(1, conn="w"),
+    C("stats-tube q1"), C("stats")])
+
+script("use-kick-delayed-and-buried", [
+    P(b"d1", delay=100), P(b"d2", delay=50), P(b"b1"), P(b"b2"), C("reserve-job 3"), C("bury 3 5"),
+    C("reserve-job 4"), C("bury 4 5"), C("peek-delayed"), C("kick 1"), C("peek-buried"), C("kick 5"),
+    C("kick 1"), C("peek-delayed"), C("kick 5"), C("stats-tube default"), *JOB_STATS])
+
+script("use-delete-in-each-state", [
+    P(b"ready"), P(b"delayed", delay=100), P(b"buried"), P(b"reserved"), P(b"other's"), C("reserve-job 3"),
+    C("bury 3 0"), C("reserve-job 4"), C("reserve-job 5", conn="b"), C("delete 5"), C("touch 5"),
+    C("release 5 0 0"), C("bury 5 0"), C("delete 1"), C("delete 2"), C("delete 3"), C("delete 4"),
+    C("delete 5", conn="b"), C("stats-tube default"), C("stats")])
+
+script("use-deadline-soon-several-jobs", [
+    P(b"long", ttr=100), P(b"short", ttr=1), C("reserve"), C("reserve-with-timeout 0"), C("reserve"),
+    C("reserve-with-timeout 0"), C("release 2 0 0"), C("reserve-with-timeout 0"), C("delete 1"),
+    C("delete 2"), C("stats")])
+
+script("use-release-delayed-reserve-job", [
+    P(b"r"), C("reserve"), C("release 1 0 100"), C("peek-delayed"), C("reserve-job 1"), C("stats-job 1"),
+    C("release 1 0 0"), C("stats-job 1"), C("peek-delayed"), C("peek-ready")])
+
+script("use-equal-delays-by-id", [P(b"a", delay=100), P(b"b", delay=100), P(b"c", delay=50), C("peek-delayed"),
+                                  C("kick 1"), C("peek-delayed"), C("kick 1"), C("peek-delayed")])
+
+script("use-burned-id-shows", [
+    S(b"put 0 0 60 1\r\nxx\r\n", replies=1), S(b"list-tube-used\r\n", replies=1), P(b"after"),
+    C("peek 1"), C("peek 2"), C("delete 2"), C("stats")])
+
 
 # =====================================================================================
 # num-*: bad numbers in every numeric position
