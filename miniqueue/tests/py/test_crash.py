@@ -7,16 +7,22 @@ what the server acknowledged (and what was in flight when the server died):
 * a deleter puts jobs and deletes each one (tube `del`);
 * a burier puts, reserves and buries (tube `bury`);
 * a delayer puts jobs with a one-hour delay (tube `delay`);
-* a reserver puts and reserves, and holds what it reserved (tube `res`).
+* a reserver puts and reserves, and holds what it reserved (tube `res`);
+* a releaser puts, reserves and releases with a new priority and a one-hour delay
+  (tube `rel`);
+* a kicker puts with a one-hour delay and kick-jobs it (tube `kick`).
+
+Producers use random priorities; every job's priority is checked after the restart.
 
 Then the server is killed with SIGKILL, mid-load, and restarted on the same directory
 and port. Checked, over the jobs of every round so far:
 
 * no acknowledged put is lost (stats-job finds it, peek returns the same body), unless
   its delete was acknowledged; no acknowledged delete comes back;
-* acknowledged buries are still buried; delayed jobs are still delayed, with their
-  deadline kept (time-left within 2 s of what the put asked for); jobs that were
-  reserved when the server died are ready; nothing is in a state no acknowledged
+* acknowledged buries are still buried; delayed jobs (put or released with a delay)
+  are still delayed, with their deadline kept (time-left within 2 s of what was asked);
+  acknowledged kicks stay kicked; jobs that were reserved when the server died are
+  ready; priorities are the ones acknowledged; nothing is in a state no acknowledged
   command could have put it in;
 * new ids are above every id the server had acknowledged.
 
@@ -28,6 +34,7 @@ Runs against the real beanstalkd too (MINIQUEUE_BIN=/usr/bin/beanstalkd).
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections import defaultdict
@@ -59,13 +66,20 @@ class Model:
         self.buried: set[int] = set()
         self.bury_in_flight: set[int] = set()
         self.reserved: set[int] = set()
+        #: id -> priority the server acknowledged (put, or release).
+        self.pri: dict[int, int] = {}
+        self.release_in_flight: set[int] = set()
+        self.released: set[int] = set()
+        self.kick_in_flight: set[int] = set()
+        self.kicked: set[int] = set()
         self.errors: list[str] = []
 
-    def acked_put(self, jid: int, tube: str, body: bytes, deadline: float = 0.0) -> None:
+    def acked_put(self, jid: int, tube: str, body: bytes, deadline: float = 0.0, pri: int = 0) -> None:
         with self.lock:
             assert jid not in self.body, f"id {jid} acknowledged twice"
             self.body[jid] = body
             self.tube[jid] = tube
+            self.pri[jid] = pri
             if deadline:
                 self.deadline[jid] = deadline
 
@@ -73,19 +87,28 @@ class Model:
 def worker(kind: str, n: int, port: int, model: Model, stop: threading.Event, dying: threading.Event) -> None:
     """One client's loop until `stop`; errors once `dying` is set are the kill's doing."""
     seq = 0
+    rng = random.Random(hash((kind, n)))
     try:
-        tube = {"producer": "p", "deleter": "del", "burier": "bury", "delayer": "delay", "reserver": "res"}[kind]
+        tube = {"producer": "p", "deleter": "del", "burier": "bury", "delayer": "delay", "reserver": "res",
+                "releaser": "rel", "kicker": "kick"}[kind]
         with greenstalk.Client(("127.0.0.1", port), encoding=None, use=tube, watch=tube) as c:
             while not stop.is_set():
                 seq += 1
                 body = b"%s-%d-%d-%d" % (kind.encode(), n, seq, int(time.time() * 1000))
-                if kind == "delayer":
+                if kind in ("delayer", "kicker"):
                     t = time.time()
-                    jid = c.put(body, delay=DELAY_S)
+                    jid = c.put(body, priority=0, delay=DELAY_S)
                     model.acked_put(jid, tube, body, t + DELAY_S)
+                    if kind == "kicker":
+                        with model.lock:
+                            model.kick_in_flight.add(jid)
+                        c.kick_job(jid)
+                        with model.lock:
+                            model.kicked.add(jid)
                     continue
-                jid = c.put(body)
-                model.acked_put(jid, tube, body)
+                pri = rng.choice([0, 1, 1024, 2**31, 2**32 - 1]) if kind == "producer" else 0
+                jid = c.put(body, priority=pri)
+                model.acked_put(jid, tube, body, pri=pri)
                 if kind == "deleter":
                     with model.lock:
                         model.delete_in_flight.add(jid)
@@ -96,13 +119,24 @@ def worker(kind: str, n: int, port: int, model: Model, stop: threading.Event, dy
                     job = c.reserve(timeout=5)
                     with model.lock:
                         model.bury_in_flight.add(job.id)
-                    c.bury(job)
+                    c.bury(job, priority=3)
                     with model.lock:
                         model.buried.add(job.id)
+                        model.pri[job.id] = 3
                 elif kind == "reserver":
                     job = c.reserve(timeout=5)
                     with model.lock:
                         model.reserved.add(job.id)
+                elif kind == "releaser":
+                    job = c.reserve(timeout=5)
+                    with model.lock:
+                        model.release_in_flight.add(job.id)
+                    t = time.time()
+                    c.release(job, priority=7, delay=DELAY_S)
+                    with model.lock:
+                        model.released.add(job.id)
+                        model.deadline[job.id] = t + DELAY_S
+                        model.pri[job.id] = 7
     except (ConnectionError, OSError, greenstalk.Error, AssertionError) as e:
         if not dying.is_set():
             with model.lock:
@@ -110,7 +144,7 @@ def worker(kind: str, n: int, port: int, model: Model, stop: threading.Event, dy
 
 
 KINDS = [("producer", 0), ("producer", 1), ("producer", 2), ("deleter", 0), ("burier", 0), ("delayer", 0),
-         ("reserver", 0)]
+         ("reserver", 0), ("releaser", 0), ("kicker", 0)]
 
 
 def load_then_kill(server, model: Model) -> None:
@@ -131,13 +165,23 @@ def load_then_kill(server, model: Model) -> None:
     assert not any(t.is_alive() for t in threads), "a client thread did not stop after the kill"
 
 
+def pipelined(c, requests: list[bytes], per_request: int, batch: int = 500) -> list[list[bytes]]:
+    """Sends requests in batches without waiting, and returns each one's replies."""
+    out = []
+    for i in range(0, len(requests), batch):
+        chunk = requests[i:i + batch]
+        c.send(b"".join(chunk))
+        out.extend([c.reply() for _ in range(per_request)] for _ in chunk)
+    return out
+
+
 def check(server, model: Model, round_no: int) -> None:
     problems: list[str] = []
     counts = defaultdict(int)
     with server.conn(timeout=10) as c:
-        for jid in sorted(model.body):
+        replies = pipelined(c, [b"stats-job %d\r\npeek %d\r\n" % (j, j) for j in sorted(model.body)], 2)
+        for jid, (r, peeked) in zip(sorted(model.body), replies):
             tube = model.tube[jid]
-            r = c.cmd(b"stats-job %d" % jid)
             if jid in model.deleted:
                 if r != b"NOT_FOUND\r\n":
                     problems.append(f"job {jid} ({tube}): delete was acknowledged, but it came back: {r[:80]!r}")
@@ -154,16 +198,24 @@ def check(server, model: Model, round_no: int) -> None:
                 problems.append(f"job {jid}: tube {st['tube']!r}, put into {tube!r}")
             want = {"p": {"ready"}, "del": {"ready"}, "res": {"ready"}, "delay": {"delayed"},
                     "bury": {"buried"} if jid in model.buried else
-                    ({"ready", "buried"} if jid in model.bury_in_flight else {"ready"})}[tube]
+                    ({"ready", "buried"} if jid in model.bury_in_flight else {"ready"}),
+                    "rel": {"delayed"} if jid in model.released else
+                    ({"ready", "delayed"} if jid in model.release_in_flight else {"ready"}),
+                    "kick": {"ready"} if jid in model.kicked else
+                    ({"ready", "delayed"} if jid in model.kick_in_flight else {"delayed"})}[tube]
             if state not in want:
                 problems.append(f"job {jid} ({tube}): state {state}, expected {' or '.join(sorted(want))}"
                                 + (" (it was reserved when the server died)" if jid in model.reserved else ""))
-            if tube == "delay" and state == "delayed":
+            in_flight = (jid in model.release_in_flight and jid not in model.released) or (
+                jid in model.bury_in_flight and jid not in model.buried)
+            if not in_flight and int(st["pri"]) != model.pri[jid]:
+                problems.append(f"job {jid} ({tube}): priority {st['pri']}, acknowledged {model.pri[jid]}")
+            if tube in ("delay", "rel", "kick") and state == "delayed" and jid in model.deadline:
                 expect = model.deadline[jid] - time.time()
                 left = int(st["time-left"])
                 if not expect - DEADLINE_SLACK_S <= left <= expect + 1:
                     problems.append(f"job {jid}: time-left {left} s, the put's deadline is {expect:.1f} s away")
-            body = body_of(c.cmd(b"peek %d" % jid))
+            body = body_of(peeked)
             if body != model.body[jid]:
                 problems.append(f"job {jid}: body {body[:60]!r}, put {model.body[jid][:60]!r}")
         top = max(model.body)
@@ -178,8 +230,8 @@ def check(server, model: Model, round_no: int) -> None:
                f"states found: {dict(counts)}")
     assert not problems, summary + "\n" + "\n".join(problems[:30]) + (
         f"\n... {len(problems) - 30} more" if len(problems) > 30 else "")
-    assert len(model.body) > 50 and model.deleted and model.buried and model.reserved, (
-        "the load was too small to test anything: " + summary)
+    assert len(model.body) > 50 and model.deleted and model.buried and model.reserved and model.released \
+        and model.kicked, "the load was too small to test anything: " + summary
 
 
 def test_kill9_under_load_keeps_every_acknowledged_change(start_miniqueue):
