@@ -24,7 +24,7 @@ The scripts, by family:
   commands split across sends, pipelines.
 * `random-*`: seeded random sequences of well-formed commands on two connections over
   a small pool of ids and tubes, each followed by stats-job of every id and stats-tube
-  of every tube. `DIFF_SEED=<n>` changes the seed, `DIFF_RANDOM=<n>` the number of
+  of every tube; `random-mixed-*` mix malformed commands in. `DIFF_SEED=<n>` changes the seed, `DIFF_RANDOM=<n>` the number of
   sequences; a failing sequence's name carries its index.
 
 If a script's reply count does not match what beanstalkd sends, the script is wrong
@@ -504,6 +504,27 @@ for _n in range(RANDOM_COUNT):
     _steps = [Send(random_command(_rng), 1, conn=_rng.choice("ab")) for _ in range(RANDOM_LENGTH)]
     _steps += [C(f"stats-job {i}") for i in IDS] + [C(f"stats-tube {t}") for t in TUBES]
     script(f"random-{RANDOM_SEED}-{_n}", _steps)
+
+
+# random-mixed-*: the same, with malformed commands mixed in (each from this pool, whose
+# reply counts the oracle check confirms), so errors meet every state.
+MALFORMED_POOL = [
+    b"delete -1\r\n", b"delete abc\r\n", b"release 1 -1 0\r\n", b"bury 1 4294967296\r\n", b"kick abc\r\n",
+    b"touch 1a\r\n", b"peek +1\r\n", b"use -x\r\n", b"watch a!b\r\n", b"ignore \r\n", b"stats-tube a*b\r\n",
+    b"pause-tube -x 0\r\n", b"pause-tube default x\r\n", b"foo\r\n", b"\r\n", b"stats 1\r\n",
+    b"reserve-with-timeout x\r\n", b"put 0 0 60 2\r\nabcd", b"put -1 0 60 1\r\nx\r\n",
+    b"put 0 0 60 70000\r\n" + b"z" * 70000 + b"\r\n", b"kick-job -1\r\n", b"reserve-job x\r\n",
+    b"stats-job 99999999999999999999999\r\n", b"use " + b"u" * 201 + b"\r\n", b"list-tubes \r\n",
+]
+
+for _n in range(RANDOM_COUNT // 2):
+    _rng = random.Random(RANDOM_SEED * 7919 + _n)
+    _steps = []
+    for _ in range(RANDOM_LENGTH):
+        _data = _rng.choice(MALFORMED_POOL) if _rng.random() < 0.3 else random_command(_rng)
+        _steps.append(Send(_data, None, conn=_rng.choice("ab")))
+    _steps += [C(f"stats-job {i}") for i in IDS] + [C(f"stats-tube {t}") for t in TUBES]
+    script(f"random-mixed-{RANDOM_SEED}-{_n}", _steps)
 
 
 # =====================================================================================
