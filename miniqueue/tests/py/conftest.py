@@ -478,25 +478,12 @@ def miniqueue_exe() -> Path:
 
 
 @pytest.fixture(scope="session")
-def target_is_beanstalkd(miniqueue_exe) -> bool:
-    """True when the suites run against the real beanstalkd to check themselves."""
-    return binary_is_real_beanstalkd(miniqueue_exe)
-
-
-@pytest.fixture(scope="session")
 def beanstalkd_exe() -> Path:
     exe = shutil.which("beanstalkd")
     if exe is None:
         pytest.skip("beanstalkd is not installed (Debian: apt-get install beanstalkd, which ships 1.12); "
                     "./test.sh installs it")
     return Path(exe)
-
-
-@pytest.fixture(scope="session")
-def greenstalk():
-    return pytest.importorskip(
-        "greenstalk", reason="greenstalk is not installed: pip install greenstalk (./test.sh installs it "
-                             "into .venv-tests)")
 
 
 def _factory(request, tmp_path, exe: Path, name: str):

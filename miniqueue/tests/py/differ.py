@@ -46,7 +46,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from conftest import LINE_MAX, Conn, ReplyTimeout, ServerClosed, split_reply
+from conftest import LINE_MAX, Conn, ReplyTimeout, ServerClosed
 
 #: How long a step that expects no reply listens for one anyway.
 QUIET_S = 0.1
