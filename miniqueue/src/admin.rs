@@ -13,7 +13,8 @@
 //!
 //! Metrics, per tube (label `tube`): `miniqueue_jobs{state}` for ready, reserved,
 //! delayed, buried and dead; `miniqueue_puts_total`, `miniqueue_deletes_total`,
-//! `miniqueue_retries_total`, `miniqueue_dead_letter_total`, and the histogram
+//! `miniqueue_retries_total`, `miniqueue_dead_letter_total`, the gauge
+//! `miniqueue_dead_letter_jobs` (the dead-letter state's size), and the histogram
 //! `miniqueue_put_to_delete_seconds` (a job's whole life, put to delete).
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ pub struct Metrics {
     deletes: IntCounterVec,
     retries: IntCounterVec,
     dead_letters: IntCounterVec,
+    dead_letter_jobs: IntGaugeVec,
     put_to_delete: HistogramVec,
     connections: IntGauge,
     wal_bytes: IntGauge,
@@ -72,6 +74,11 @@ impl Metrics {
             &["tube"],
         )
         .expect("valid metric");
+        let dead_letter_jobs = IntGaugeVec::new(
+            Opts::new("miniqueue_dead_letter_jobs", "Jobs in the dead-letter state now, by tube."),
+            &["tube"],
+        )
+        .expect("valid metric");
         let put_to_delete = HistogramVec::new(
             HistogramOpts::new("miniqueue_put_to_delete_seconds", "Time from a job's put to its delete, by tube.")
                 .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0]),
@@ -86,6 +93,7 @@ impl Metrics {
             Box::new(deletes.clone()),
             Box::new(retries.clone()),
             Box::new(dead_letters.clone()),
+            Box::new(dead_letter_jobs.clone()),
             Box::new(put_to_delete.clone()),
             Box::new(connections.clone()),
             Box::new(wal_bytes.clone()),
@@ -99,6 +107,7 @@ impl Metrics {
             deletes,
             retries,
             dead_letters,
+            dead_letter_jobs,
             put_to_delete,
             connections,
             wal_bytes,
@@ -120,6 +129,7 @@ impl Metrics {
         let state = shared.state.lock();
         let engine = &state.engine;
         self.jobs.reset();
+        self.dead_letter_jobs.reset();
         let mut last = self.last_totals.lock();
         for tube in engine.tubes.values() {
             let name = &*tube.name;
@@ -133,6 +143,7 @@ impl Metrics {
             ] {
                 self.jobs.with_label_values(&[name, label]).set(value);
             }
+            self.dead_letter_jobs.with_label_values(&[name]).set(dead);
             let seen = last.entry(name.to_owned()).or_insert((0, 0));
             if tube.total_retries > seen.0 {
                 self.retries.with_label_values(&[name]).inc_by(tube.total_retries - seen.0);

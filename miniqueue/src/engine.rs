@@ -151,6 +151,8 @@ pub struct Conn {
     /// Reserved jobs as (TTR deadline, id).
     pub reserved: BTreeSet<(Nanos, u64)>,
     pub waiting: Option<Waiting>,
+    /// The id a `put` line took before its body arrived (see [`Engine::begin_put`]).
+    pub put_id: Option<u64>,
     pub producer: bool,
     pub worker: bool,
 }
@@ -266,10 +268,11 @@ impl Engine {
     /// For changes no client waits on (a reservation's attempt count, a TTR expiry): a
     /// failed log is reported and the change made anyway, since refusing it would only
     /// strand the job.
-    fn journal_best_effort(&mut self, record: &Record) {
-        if let Err(e) = self.journal(record) {
+    fn journal_best_effort(&mut self, record: &Record) -> Option<u64> {
+        self.journal(record).unwrap_or_else(|e| {
             tracing::error!(error = %e, "write-ahead log append failed");
-        }
+            None
+        })
     }
 
     // ---- tubes -------------------------------------------------------------------
@@ -323,6 +326,7 @@ impl Engine {
                 watch: vec![default],
                 reserved: BTreeSet::new(),
                 waiting: None,
+                put_id: None,
                 producer: false,
                 worker: false,
             },
@@ -401,13 +405,29 @@ impl Engine {
 
     // ---- put ---------------------------------------------------------------------
 
-    /// `put` (and `put-unique`) into the connection's used tube.
+    /// A `put` line arrived (its body has not): as beanstalkd does, the connection is a
+    /// producer from now on and the job gets its id now, so a body that then fails
+    /// (`EXPECTED_CRLF`, `DRAINING`) has used up that id.
+    pub fn begin_put(&mut self, conn: ConnId) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let state = self.conn(conn);
+        state.producer = true;
+        state.put_id = Some(id);
+        id
+    }
+
+    /// `put` (and `put-unique`) into the connection's used tube, with the id
+    /// [`begin_put`](Self::begin_put) gave it (or a fresh one).
     pub fn put(&mut self, conn: ConnId, new: NewJob, now: Nanos) -> Result<PutOutcome, JournalError> {
         let NewJob { pri, delay, ttr, body, unique } = new;
         let state = self.conn(conn);
         state.producer = true;
+        let taken = state.put_id.take();
         let tube_name = state.use_tube.clone();
-        let id = self.next_id;
+        // The id: the one the put line took, or the next one (taken below, once the put
+        // is sure to happen, so a refused duplicate uses up nothing).
+        let id = taken.unwrap_or(self.next_id);
         if let Some((key, ttl)) = &unique {
             if let Some(&(until, holder)) = self.tubes[&tube_name].unique.get(key) {
                 if until > now {
@@ -435,10 +455,12 @@ impl Engine {
         if let Some(lsn) = self.journal(&Record::Image(image_of(&job)))? {
             job.image_lsn = lsn;
         }
+        if taken.is_none() {
+            self.next_id += 1;
+        }
         if let Some((key, ttl)) = unique {
             self.tube(&tube_name).unique.insert(key, (now + ttl, id));
         }
-        self.next_id += 1;
         self.totals.total_jobs += 1;
         let tube = self.tube(&tube_name);
         tube.total_jobs += 1;
@@ -477,9 +499,14 @@ impl Engine {
         self.delayed.insert((deadline, id));
     }
 
-    fn make_buried(&mut self, id: u64) {
-        let seq = self.bury_seq;
-        self.bury_seq += 1;
+    /// `lsn` is the record that buried the job (`Bury`, or a `Fail` that killed it): the
+    /// buried list is ordered by it, so kick's order survives restarts and compaction
+    /// (images carry it). Without a journal, a counter stands in.
+    fn make_buried(&mut self, id: u64, lsn: Option<u64>) {
+        let seq = lsn.unwrap_or_else(|| {
+            self.bury_seq += 1;
+            self.bury_seq - 1
+        });
         let job = self.jobs.get_mut(&id).expect("job exists");
         job.state = State::Buried { seq };
         let (dead, tube_name) = (job.is_dead(), job.tube.clone());
@@ -671,6 +698,9 @@ impl Engine {
         }
         self.conn(conn).worker = true;
         self.detach(id);
+        // Out of the buried list, out of the dead-letter state (the mark means "buried
+        // and dead"); replaying the Reserve record does the same.
+        self.jobs.get_mut(&id).expect("checked").history.dead = None;
         Some(self.reserve_to(conn, id, now))
     }
 
@@ -727,12 +757,12 @@ impl Engine {
         if !self.reserved_by(conn, id) {
             return Ok(false);
         }
-        self.journal(&Record::Bury { id, pri })?;
+        let lsn = self.journal(&Record::Bury { id, pri })?;
         self.detach(id);
         let job = self.jobs.get_mut(&id).expect("reserved job exists");
         job.pri = pri;
         job.counters.buries += 1;
-        self.make_buried(id);
+        self.make_buried(id, lsn);
         Ok(true)
     }
 
@@ -765,17 +795,18 @@ impl Engine {
             return Ok(FailReply::NotFound);
         }
         let outcome = self.fail_outcome(id, now);
-        self.journal(&Record::Fail { id, at: now, error: reason.to_owned(), outcome: outcome.clone() })?;
+        let lsn = self.journal(&Record::Fail { id, at: now, error: reason.to_owned(), outcome: outcome.clone() })?;
         self.take_reserved(id);
-        Ok(self.apply_failure(id, now, reason, outcome))
+        Ok(self.apply_failure(id, now, reason, outcome, lsn))
     }
 
     /// A failure no client reports (TTR expiry, lost connection) on a job already
     /// detached from its reservation.
     fn fail_job(&mut self, id: u64, now: Nanos, error: &str) {
         let outcome = self.fail_outcome(id, now);
-        self.journal_best_effort(&Record::Fail { id, at: now, error: error.to_owned(), outcome: outcome.clone() });
-        self.apply_failure(id, now, error, outcome);
+        let lsn =
+            self.journal_best_effort(&Record::Fail { id, at: now, error: error.to_owned(), outcome: outcome.clone() });
+        self.apply_failure(id, now, error, outcome, lsn);
     }
 
     /// What the tube's policy does with a failure of job `id`.
@@ -784,7 +815,7 @@ impl Engine {
         let attempts = job.history.attempts;
         match self.tubes[&job.tube].policy {
             None => FailOutcome::Ready,
-            Some(policy) => match policy.decide(attempts, &mut self.rng) {
+            Some(policy) => match policy.decide(attempts, job.history.failures, &mut self.rng) {
                 Verdict::Dead => {
                     FailOutcome::Dead { reason: format!("max attempts ({}) reached", policy.max_attempts) }
                 }
@@ -795,7 +826,7 @@ impl Engine {
     }
 
     /// Records a failure and places the (unplaced) job where `outcome` says.
-    fn apply_failure(&mut self, id: u64, now: Nanos, error: &str, outcome: FailOutcome) -> FailReply {
+    fn apply_failure(&mut self, id: u64, now: Nanos, error: &str, outcome: FailOutcome, lsn: Option<u64>) -> FailReply {
         let job = self.jobs.get_mut(&id).expect("job exists");
         let history = &mut job.history;
         if history.failures == 0 {
@@ -819,7 +850,7 @@ impl Engine {
             FailOutcome::Dead { reason } => {
                 tube.total_dead += 1;
                 self.jobs.get_mut(&id).expect("job exists").history.dead = Some(DeadMark { at: now, reason });
-                self.make_buried(id);
+                self.make_buried(id, lsn);
                 FailReply::Dead
             }
         }
@@ -1008,10 +1039,11 @@ impl Engine {
             self.totals.job_timeouts += 1;
             self.jobs.get_mut(&id).expect("reserved job exists").counters.timeouts += 1;
             let tube = self.jobs[&id].tube.clone();
+            // Journaled under a policy too: the Fail record below does not count timeouts.
+            self.journal_best_effort(&Record::Timeout { id });
             if self.tubes[&tube].policy.is_some() {
                 self.fail_job(id, now, "TTR expired");
             } else {
-                self.journal_best_effort(&Record::Timeout { id });
                 self.make_ready(id, now);
             }
         }
@@ -1078,7 +1110,7 @@ impl Engine {
                 match image.state {
                     ImageState::Ready => self.make_ready(image.id, now),
                     ImageState::Delayed { deadline } => self.make_delayed(image.id, deadline),
-                    ImageState::Buried => self.make_buried(image.id),
+                    ImageState::Buried { order } => self.make_buried(image.id, Some(order)),
                 }
             }
             Record::Delete { id } => {
@@ -1108,7 +1140,7 @@ impl Engine {
                 let job = self.jobs.get_mut(&id).expect("checked");
                 job.pri = pri;
                 job.counters.buries += 1;
-                self.make_buried(id);
+                self.make_buried(id, Some(lsn));
             }
             Record::Kick { id } => {
                 if !self.jobs.contains_key(&id) {
@@ -1123,10 +1155,17 @@ impl Engine {
                 self.make_ready(id, now);
             }
             Record::Reserve { id } => {
-                if let Some(job) = self.jobs.get_mut(&id) {
-                    job.counters.reserves += 1;
-                    job.history.attempts += 1;
+                let Some(job) = self.jobs.get(&id) else { return };
+                if job.state != State::Ready {
+                    // reserve-job from delayed or buried (or a delayed job the timer made
+                    // ready, which writes no record): a reserved job comes back ready.
+                    self.detach(id);
+                    self.jobs.get_mut(&id).expect("checked").history.dead = None;
+                    self.make_ready(id, now);
                 }
+                let job = self.jobs.get_mut(&id).expect("checked");
+                job.counters.reserves += 1;
+                job.history.attempts += 1;
             }
             Record::Timeout { id } => {
                 if let Some(job) = self.jobs.get_mut(&id) {
@@ -1139,7 +1178,7 @@ impl Engine {
                     return;
                 }
                 self.detach(id);
-                self.apply_failure(id, at, &error, outcome);
+                self.apply_failure(id, at, &error, outcome, Some(lsn));
             }
             Record::Policy { tube, policy } => {
                 let name = self.tube_entry(&tube);
@@ -1268,7 +1307,7 @@ fn image_of(job: &Job) -> JobImage {
     let state = match job.state {
         State::Ready | State::Reserved { .. } => ImageState::Ready,
         State::Delayed { deadline } => ImageState::Delayed { deadline },
-        State::Buried { .. } => ImageState::Buried,
+        State::Buried { seq } => ImageState::Buried { order: seq },
     };
     JobImage {
         id: job.id,

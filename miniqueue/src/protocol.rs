@@ -228,6 +228,11 @@ pub enum Parsed {
 pub enum Frame {
     /// Any command but `put` and `put-unique`.
     Command(Command),
+    /// A `put` line whose numbers parsed: beanstalkd counts the command (`cmd-put`) at
+    /// this point, and unless the size is over the limit it also marks the connection a
+    /// producer and gives the job its id, before the body arrives. So a body that then
+    /// fails `EXPECTED_CRLF` has used up an id.
+    PutLine { unique: bool, too_big: bool },
     /// A complete `put` or `put-unique`: its header and its body (CRLF stripped).
     Job(PutHeader, Bytes),
     /// A reply decided by the framing and parsing alone. `counted` is the `stats`
@@ -272,14 +277,17 @@ impl Framer {
                         let line = buf.split_to(len + 2);
                         match parse_line(&line[..len], self.max_job_size) {
                             LineOutcome::Parsed(Parsed::Command(Command::Put(header))) => {
+                                let unique = header.unique.is_some();
                                 self.state = ReadState::Body(header);
+                                return Some(Frame::PutLine { unique, too_big: false });
                             }
                             LineOutcome::Parsed(Parsed::Command(command)) => return Some(Frame::Command(command)),
                             LineOutcome::Parsed(Parsed::Error { reply, counted }) => {
                                 return Some(Frame::Reply { reply, counted })
                             }
-                            LineOutcome::TooBig { body_bytes } => {
+                            LineOutcome::TooBig { body_bytes, unique } => {
                                 self.state = ReadState::Discard { remaining: body_bytes + 2 };
+                                return Some(Frame::PutLine { unique, too_big: true });
                             }
                         }
                     }
@@ -306,10 +314,9 @@ impl Framer {
                     let ReadState::Body(header) = std::mem::replace(&mut self.state, ReadState::Command) else {
                         unreachable!("matched Body above");
                     };
-                    let counted = header.unique.is_none().then_some(Op::Put);
                     let mut body = buf.split_to(need);
                     if &body[header.size..] != b"\r\n" {
-                        return Some(Frame::Reply { reply: msg::EXPECTED_CRLF, counted });
+                        return Some(Frame::Reply { reply: msg::EXPECTED_CRLF, counted: None });
                     }
                     body.truncate(header.size);
                     return Some(Frame::Job(header, body.freeze()));
@@ -322,7 +329,7 @@ impl Framer {
                         return None;
                     }
                     self.state = ReadState::Command;
-                    return Some(Frame::Reply { reply: msg::JOB_TOO_BIG, counted: Some(Op::Put) });
+                    return Some(Frame::Reply { reply: msg::JOB_TOO_BIG, counted: None });
                 }
             }
         }
@@ -369,6 +376,7 @@ enum LineOutcome {
     /// `put` with a size over the limit: discard `body_bytes + 2` bytes, then `JOB_TOO_BIG`.
     TooBig {
         body_bytes: u64,
+        unique: bool,
     },
 }
 
@@ -484,7 +492,7 @@ fn parse_line(line: &[u8], max_job_size: usize) -> LineOutcome {
         return ok(Command::Quit);
     }
     if let Some(args) = rest(b"pause-tube") {
-        return parse_pause_tube(args).map_or_else(bad, ok);
+        return parse_pause_tube(args);
     }
     // ---- miniqueue's extensions, never reached by a beanstalkd command ----
     if let Some(args) = rest(b"put-unique ") {
@@ -524,10 +532,11 @@ fn parse_put(args: &[u8], max_job_size: usize, unique: Option<(String, i64)>) ->
     };
     // beanstalkd checks the size before the trailing garbage, and discards the body.
     if size as usize > max_job_size {
-        return LineOutcome::TooBig { body_bytes: u64::from(size) };
+        return LineOutcome::TooBig { body_bytes: u64::from(size), unique: unique.is_some() };
     }
     if !trailing.is_empty() {
-        return LineOutcome::Parsed(Parsed::Error { reply: msg::BAD_FORMAT, counted: Some(Op::Put) });
+        let counted = unique.is_none().then_some(Op::Put);
+        return LineOutcome::Parsed(Parsed::Error { reply: msg::BAD_FORMAT, counted });
     }
     let ttr = ttr.max(NANOS_PER_SEC);
     ok(Command::Put(PutHeader { pri, delay, ttr, size: size as usize, unique }))
@@ -579,17 +588,23 @@ fn parse_tube_policy(args: &[u8]) -> Option<Command> {
 }
 
 /// `pause-tube<spaces><name><spaces><seconds>`, read as beanstalkd's `read_tube_name`
-/// then `read_duration` (no space is required after the command name).
-fn parse_pause_tube(args: &[u8]) -> Option<Command> {
+/// then `read_duration` (no space is required after the command name). beanstalkd
+/// counts the command before it checks the name's length and leading '-', so such a
+/// name is a counted `BAD_FORMAT`.
+fn parse_pause_tube(args: &[u8]) -> LineOutcome {
     let args = skip_spaces(args);
     let len = args.iter().take_while(|b| NAME_CHARS.contains(b)).count();
     if len == 0 {
-        return None;
+        return bad();
     }
     let (name, rest) = args.split_at(len);
-    let delay = read_duration_all(rest)?;
-    let tube = valid_tube(name)?;
-    Some(Command::PauseTube { tube, delay })
+    let Some(delay) = read_duration_all(rest) else {
+        return bad();
+    };
+    match valid_tube(name) {
+        Some(tube) => ok(Command::PauseTube { tube, delay }),
+        None => LineOutcome::Parsed(Parsed::Error { reply: msg::BAD_FORMAT, counted: Some(Op::PauseTube) }),
+    }
 }
 
 /// beanstalkd's `is_valid_tube`: 1..=200 name characters, not starting with '-'.
@@ -795,11 +810,12 @@ mod tests {
     #[test]
     fn put_frames_header_then_body() {
         let got = frames(b"put 1 0 0 5\r\nhello\r\nstats\r\n");
-        assert_eq!(got.len(), 2);
-        let Frame::Job(header, body) = &got[0] else { panic!("{got:?}") };
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], Frame::PutLine { unique: false, too_big: false });
+        let Frame::Job(header, body) = &got[1] else { panic!("{got:?}") };
         assert_eq!((header.pri, header.ttr, header.size), (1, NANOS_PER_SEC, 5));
         assert_eq!(body, &Bytes::from_static(b"hello"));
-        assert_eq!(got[1], Frame::Command(Command::Stats));
+        assert_eq!(got[2], Frame::Command(Command::Stats));
     }
 
     #[test]
@@ -808,11 +824,18 @@ mod tests {
         let bad_format = Frame::Reply { reply: msg::BAD_FORMAT, counted: None };
         // Body without its CRLF.
         let got = frames(b"put 0 0 1 2\r\nabcd");
-        assert_eq!(got, vec![Frame::Reply { reply: msg::EXPECTED_CRLF, counted: Some(Op::Put) }]);
+        assert_eq!(
+            got,
+            vec![
+                Frame::PutLine { unique: false, too_big: false },
+                Frame::Reply { reply: msg::EXPECTED_CRLF, counted: None }
+            ]
+        );
         // Too big: the body and CRLF are discarded, then JOB_TOO_BIG, then the next command.
         let mut framer = Framer::new(3);
         let mut buf = BytesMut::from(&b"put 0 0 1 4\r\nabcd\r\nstats\r\n"[..]);
-        assert_eq!(framer.next_frame(&mut buf), Some(Frame::Reply { reply: msg::JOB_TOO_BIG, counted: Some(Op::Put) }));
+        assert_eq!(framer.next_frame(&mut buf), Some(Frame::PutLine { unique: false, too_big: true }));
+        assert_eq!(framer.next_frame(&mut buf), Some(Frame::Reply { reply: msg::JOB_TOO_BIG, counted: None }));
         assert_eq!(framer.next_frame(&mut buf), Some(Frame::Command(Command::Stats)));
         // An overlong line: discarded, then BAD_FORMAT once its end arrives.
         let mut long = vec![b'x'; 500];

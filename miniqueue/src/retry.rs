@@ -48,13 +48,14 @@ pub enum Verdict {
 }
 
 impl RetryPolicy {
-    /// Decides what a failure does to a job that has been reserved `attempts` times.
-    pub fn decide(&self, attempts: u32, rng: &mut fastrand::Rng) -> Verdict {
+    /// Decides what a failure does to a job that has been reserved `attempts` times and
+    /// had failed `failures` times before this failure (the retry number: 0 for the
+    /// first retry, however many times the job was released in between).
+    pub fn decide(&self, attempts: u32, failures: u32, rng: &mut fastrand::Rng) -> Verdict {
         if self.max_attempts > 0 && attempts >= self.max_attempts {
             return Verdict::Dead;
         }
-        let retry_number = attempts.saturating_sub(1);
-        Verdict::RetryAfterMs(self.backoff_ms(retry_number, rng))
+        Verdict::RetryAfterMs(self.backoff_ms(failures, rng))
     }
 
     /// The delay before retry number `n` (0 for the first retry).
@@ -95,11 +96,11 @@ mod tests {
     fn dead_after_exactly_max_attempts() {
         let mut rng = fastrand::Rng::with_seed(1);
         let p = policy(BackoffKind::None);
-        assert_eq!(p.decide(1, &mut rng), Verdict::RetryAfterMs(0));
-        assert_eq!(p.decide(2, &mut rng), Verdict::RetryAfterMs(0));
-        assert_eq!(p.decide(3, &mut rng), Verdict::Dead);
+        assert_eq!(p.decide(1, 0, &mut rng), Verdict::RetryAfterMs(0));
+        assert_eq!(p.decide(2, 1, &mut rng), Verdict::RetryAfterMs(0));
+        assert_eq!(p.decide(3, 2, &mut rng), Verdict::Dead);
         let forever = RetryPolicy { max_attempts: 0, ..p };
-        assert_eq!(forever.decide(1_000_000, &mut rng), Verdict::RetryAfterMs(0));
+        assert_eq!(forever.decide(1_000_000, 999_999, &mut rng), Verdict::RetryAfterMs(0));
     }
 
     #[test]

@@ -222,7 +222,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
     let shutdown = Shutdown::new();
 
     tokio::spawn(timer_task(shared.clone(), shutdown.clone()));
-    tokio::spawn(drain_on_sigusr1(shared.clone()));
+    tokio::spawn(drain_on_sigusr1(shared.clone(), shutdown.clone()));
     if log.is_some() {
         tokio::spawn(compaction_task(shared.clone(), shutdown.clone()));
     }
@@ -305,15 +305,24 @@ async fn timer_task(shared: Arc<Shared>, shutdown: Shutdown) {
 }
 
 /// SIGUSR1 puts the server in drain mode: `put` answers `DRAINING` from then on.
-async fn drain_on_sigusr1(shared: Arc<Shared>) {
+async fn drain_on_sigusr1(shared: Arc<Shared>, shutdown: Shutdown) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
         tracing::warn!("can't listen for SIGUSR1; drain mode is unavailable");
         return;
     };
-    while usr1.recv().await.is_some() {
-        tracing::info!("received SIGUSR1: drain mode, new jobs are refused");
-        shared.draining.store(true, Ordering::Release);
+    // Ends with the server, so that `Shared` (and the write-ahead log) is let go.
+    loop {
+        tokio::select! {
+            signal = usr1.recv() => {
+                if signal.is_none() {
+                    return;
+                }
+                tracing::info!("received SIGUSR1: drain mode, new jobs are refused");
+                shared.draining.store(true, Ordering::Release);
+            }
+            _ = shutdown.wait() => return,
+        }
     }
 }
 
@@ -594,10 +603,16 @@ impl Session {
                 self.word(reply);
                 return Next::Continue;
             }
-            Frame::Job(header, body) => {
-                if header.unique.is_none() {
+            Frame::PutLine { unique, too_big } => {
+                if !unique {
                     self.shared.count_op(Op::Put);
                 }
+                if !too_big {
+                    self.shared.state.lock().engine.begin_put(conn);
+                }
+                return Next::Continue;
+            }
+            Frame::Job(header, body) => {
                 if self.shared.draining.load(Ordering::Acquire) {
                     self.word(msg::DRAINING);
                     return Next::Continue;

@@ -40,8 +40,13 @@ use crate::retry::RetryPolicy;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageState {
     Ready,
-    Delayed { deadline: Nanos },
-    Buried,
+    Delayed {
+        deadline: Nanos,
+    },
+    /// `order`: the LSN of the record that buried it, which orders the buried list.
+    Buried {
+        order: u64,
+    },
 }
 
 /// A job, whole.
@@ -121,7 +126,10 @@ impl Record {
                         out.push(1);
                         put_i64(out, deadline);
                     }
-                    ImageState::Buried => out.push(2),
+                    ImageState::Buried { order } => {
+                        out.push(2);
+                        put_u64(out, order);
+                    }
                 }
                 let c = &image.counters;
                 for v in [c.reserves, c.timeouts, c.releases, c.buries, c.kicks] {
@@ -219,7 +227,7 @@ impl Record {
                 let state = match r.u8()? {
                     0 => ImageState::Ready,
                     1 => ImageState::Delayed { deadline: r.i64()? },
-                    2 => ImageState::Buried,
+                    2 => ImageState::Buried { order: r.u64()? },
                     _ => return Err(DecodeError("bad image state")),
                 };
                 let counters = Counters {
@@ -434,7 +442,7 @@ mod tests {
             prop_oneof![
                 Just(ImageState::Ready),
                 any::<i64>().prop_map(|d| ImageState::Delayed { deadline: d }),
-                Just(ImageState::Buried)
+                any::<u64>().prop_map(|order| ImageState::Buried { order })
             ],
             arb_history(),
             proptest::collection::vec(any::<u8>(), 0..64),

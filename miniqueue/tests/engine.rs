@@ -790,14 +790,14 @@ fn bug_a_dead_job_reserved_by_id_loses_its_dead_mark() {
 /// While that stands, the model accepts a backoff from either numbering, so the
 /// property test keeps looking for other faults instead of finding this one every run.
 /// Set to `true` once the engine follows the spec.
-const STRICT_RETRY_NUMBER: bool = false;
+const STRICT_RETRY_NUMBER: bool = true;
 
 /// KNOWN BUG, see `bug_a_dead_job_reserved_by_id_loses_its_dead_mark`: `reserve-job` on
 /// a dead job leaves the dead mark on a job that is no longer buried. While that stands
 /// the model does not `reserve-job` dead jobs. Set to `true` once fixed (the model then
 /// expects the reservation to take the job out of the dead-letter state, attempts
 /// counting on).
-const STRICT_RESERVE_DEAD_JOB: bool = false;
+const STRICT_RESERVE_DEAD_JOB: bool = true;
 
 /// Where the model thinks a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

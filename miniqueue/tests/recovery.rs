@@ -312,13 +312,13 @@ fn compact(engine: &mut Engine, log: &RecordLog, compactor: Compactor, now: Nano
 /// running out on a tube with a policy journals only a `Fail` record, so the job's
 /// `timeouts` counter is lower after a restart. While that stands the comparison
 /// ignores `timeouts` of jobs with failures. Set to `true` once fixed.
-const STRICT_TIMEOUTS: bool = false;
+const STRICT_TIMEOUTS: bool = true;
 
 /// KNOWN BUG, see `bug_a_job_reserved_by_id_comes_back_ready`: `reserve-job` on a
 /// delayed or buried job journals only a `Reserve` record, so after a restart the job is
 /// back where it was instead of ready. While that stands the random run uses
 /// `reserve-job` on ready jobs only. Set to `true` once fixed.
-const STRICT_RESERVE_JOB: bool = false;
+const STRICT_RESERVE_JOB: bool = true;
 
 /// KNOWN BUG, see `bug_compaction_keeps_the_bury_order`: compaction rewrites jobs in
 /// hash-map order, and replay buries imaged jobs in log order (also when a restart
@@ -326,7 +326,7 @@ const STRICT_RESERVE_JOB: bool = false;
 /// compaction and a restart kick and peek-buried take a different job first. While that
 /// stands the comparison ignores the bury order when images were rewritten since the
 /// last restart. Set to `true` once fixed.
-const STRICT_BURY_ORDER: bool = false;
+const STRICT_BURY_ORDER: bool = true;
 
 /// An engine journaling into a log in a tempdir, driven by random operations.
 struct Run {
