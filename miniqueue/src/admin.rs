@@ -47,6 +47,10 @@ pub struct Metrics {
     put_to_delete: HistogramVec,
     connections: IntGauge,
     wal_bytes: IntGauge,
+    /// The record log's own counters since start: their ratio is how many records one
+    /// fsync covered, which is group commit at work.
+    wal_fsyncs: IntGauge,
+    wal_records: IntGauge,
     /// Last scraped (retries, dead) per tube, to turn engine totals into increments.
     last_totals: Mutex<HashMap<String, (u64, u64)>>,
 }
@@ -87,6 +91,11 @@ impl Metrics {
         .expect("valid metric");
         let connections = IntGauge::new("miniqueue_connections", "Open client connections.").expect("valid metric");
         let wal_bytes = IntGauge::new("miniqueue_wal_bytes", "Bytes in write-ahead log files.").expect("valid metric");
+        let wal_fsyncs =
+            IntGauge::new("miniqueue_wal_fsyncs", "fsyncs of write-ahead log data since start.").expect("valid metric");
+        let wal_records =
+            IntGauge::new("miniqueue_wal_records", "Records appended to the write-ahead log since start.")
+                .expect("valid metric");
         for collector in [
             Box::new(jobs.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(puts.clone()),
@@ -97,6 +106,8 @@ impl Metrics {
             Box::new(put_to_delete.clone()),
             Box::new(connections.clone()),
             Box::new(wal_bytes.clone()),
+            Box::new(wal_fsyncs.clone()),
+            Box::new(wal_records.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -111,6 +122,8 @@ impl Metrics {
             put_to_delete,
             connections,
             wal_bytes,
+            wal_fsyncs,
+            wal_records,
             last_totals: Mutex::new(HashMap::new()),
         }
     }
@@ -155,7 +168,10 @@ impl Metrics {
         }
         self.connections.set(engine.conns.len() as i64);
         if let Some(log) = &shared.log {
-            self.wal_bytes.set(log.size_bytes() as i64);
+            let stats = log.stats();
+            self.wal_bytes.set(stats.size_bytes as i64);
+            self.wal_fsyncs.set(stats.fsyncs as i64);
+            self.wal_records.set(stats.appends as i64);
         }
     }
 }

@@ -13,7 +13,7 @@ pub const LARGEST_MAX_JOB_SIZE: usize = 1_073_741_824;
 /// beanstalkd's default WAL file size.
 pub const DEFAULT_WAL_FILE_SIZE: u64 = 10_485_760;
 /// The group-commit gathering window, in microseconds (see `--group-commit-us`).
-pub const DEFAULT_GROUP_COMMIT_US: u64 = 200;
+pub const DEFAULT_GROUP_COMMIT_US: u64 = 250;
 /// beanstalkd's `-f` default when `-b` is given.
 pub const DEFAULT_FSYNC_MS: u64 = 50;
 

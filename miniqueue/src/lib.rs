@@ -27,6 +27,7 @@
 //! beanstalkd.
 
 pub mod admin;
+pub mod commit;
 pub mod config;
 pub mod engine;
 pub mod job;

@@ -20,8 +20,15 @@ fn main() {
         eprintln!("miniqueue: {e}");
         std::process::exit(2);
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.worker_threads(config.threads.max(1));
+    // One thread: tokio's current-thread runtime, the leanest loop (epoll, then the
+    // ready tasks), as close as tokio gets to beanstalkd's event loop.
+    let mut runtime = if config.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(config.threads);
+        builder
+    };
     let runtime = match runtime.enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -38,6 +38,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Notify};
 
+use crate::commit::CommitRelay;
 use crate::config::Config;
 use crate::engine::{Engine, FailReply, Journal, NewJob, PutOutcome, ReserveOutcome, Wakeup};
 use crate::job::{ConnId, Nanos};
@@ -76,6 +77,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     pub facts: ServerFacts,
     pub log: Option<Arc<RecordLog>>,
+    /// Under `-f 0`, the one task that waits on the log for every connection.
+    relay: Option<Arc<CommitRelay>>,
     pub metrics: crate::admin::Metrics,
     pub config: Config,
     /// `stats`' `cmd-*` counters: atomics, so counting a command takes no lock.
@@ -121,6 +124,9 @@ impl Shared {
 
     /// Waits until record `lsn` is as durable as `-f` promises.
     pub async fn commit(&self, lsn: Option<u64>) -> Result<(), String> {
+        if let (Some(relay), Some(lsn)) = (&self.relay, lsn) {
+            return relay.wait(lsn).await;
+        }
         match (&self.log, lsn) {
             (Some(log), Some(lsn)) => log.commit_async(lsn).await.map(|_| ()).map_err(|e| e.to_string()),
             _ => Ok(()),
@@ -215,6 +221,12 @@ pub async fn start(config: Config) -> Result<Running, String> {
         draining: AtomicBool::new(false),
         facts,
         log: log.clone(),
+        relay: match &log {
+            Some(log) if config.fsync_policy() == minicore::record_log::FsyncPolicy::Always => {
+                Some(CommitRelay::new(log.clone()))
+            }
+            _ => None,
+        },
         metrics: crate::admin::Metrics::new(),
         config: config.clone(),
         ops: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -222,6 +234,9 @@ pub async fn start(config: Config) -> Result<Running, String> {
     let shutdown = Shutdown::new();
 
     tokio::spawn(timer_task(shared.clone(), shutdown.clone()));
+    if let Some(relay) = &shared.relay {
+        tokio::spawn(relay.clone().run(shutdown.clone()));
+    }
     tokio::spawn(drain_on_sigusr1(shared.clone(), shutdown.clone()));
     if log.is_some() {
         tokio::spawn(compaction_task(shared.clone(), shutdown.clone()));

@@ -306,6 +306,25 @@ impl RecordLog {
         }
     }
 
+    /// [`commit_async`](Self::commit_async) on behalf of `committers` callers at once.
+    ///
+    /// For a relay that waits once for many clients (so that one fsync wakes one task
+    /// instead of each client's task from the syncer thread): counting them all keeps
+    /// the group-commit window ([`LogOptions::group_commit_window`]) working, since the
+    /// window only opens after fsyncs that answered more than one committer.
+    pub async fn commit_async_shared(&self, through: Lsn, committers: u64) -> Result<Durability, LogError> {
+        if self.core.options.fsync != FsyncPolicy::Always || self.core.options.debug_ack_before_sync {
+            return self.commit_async(through).await;
+        }
+        self.core.check_appended(through)?;
+        let target = through + 1;
+        if self.core.durable_lsn.load(Ordering::Acquire) < target {
+            self.core.request_sync_for(target, committers.max(1));
+            self.core.wait_for_progress(|progress| progress.durable >= target).await?;
+        }
+        Ok(Durability::Synced)
+    }
+
     /// How far record `lsn` has got right now. An LSN not yet appended reports `Buffered`,
     /// which is as far as it will get until it is appended.
     pub fn durability_of(&self, lsn: Lsn) -> Durability {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use super::error::LogError;
 use super::options::FsyncPolicy;
 use super::segment;
-use super::writer::{LogCore, Progress, Rolling, WriteOutcome};
+use super::writer::{BackgroundRequests, LogCore, Progress, Rolling, WriteOutcome};
 use super::Lsn;
 
 impl LogCore {
@@ -71,7 +71,7 @@ impl LogCore {
             return Ok(());
         }
         let mut background = self.background.lock();
-        background.sync_requests += 1;
+        background.note_sync_requests(1);
         if background.sync_requested < target {
             background.sync_requested = target;
             self.sync_wanted.notify_one();
@@ -89,8 +89,13 @@ impl LogCore {
 
     /// Asks the syncer to make `target` durable, without waiting.
     pub(crate) fn request_sync(&self, target: Lsn) {
+        self.request_sync_for(target, 1);
+    }
+
+    /// [`request_sync`](Self::request_sync) for `committers` callers at once.
+    pub(crate) fn request_sync_for(&self, target: Lsn, committers: u64) {
         let mut background = self.background.lock();
-        background.sync_requests += 1;
+        background.note_sync_requests(committers);
         if background.sync_requested < target {
             background.sync_requested = target;
             self.sync_wanted.notify_one();
@@ -191,13 +196,31 @@ pub(crate) fn run_syncer(core: Arc<LogCore>) {
         }
         let window = core.options.group_commit_window;
         if !window.is_zero() && last_batch > 1 {
-            std::thread::sleep(window);
+            // Gather until the window, counted from the batch's first request, ends.
+            let first = core.background.lock().first_request_at;
+            if let Some(wait) = first.and_then(|at| (at + window).checked_duration_since(Instant::now())) {
+                std::thread::sleep(wait);
+            }
         }
-        last_batch = std::mem::take(&mut core.background.lock().sync_requests);
+        last_batch = {
+            let mut background = core.background.lock();
+            background.first_request_at = None;
+            std::mem::take(&mut background.sync_requests)
+        };
         // On error the log is already marked failed and every waiter woken; keep looping
         // so the thread still exits on shutdown.
         if let Err(error) = core.sync_now() {
             tracing::debug!(dir = %core.dir.display(), "record log sync failed: {error}");
+        }
+    }
+}
+
+impl BackgroundRequests {
+    /// Counts committers for the next fsync, noting when the batch's first one came.
+    fn note_sync_requests(&mut self, committers: u64) {
+        self.sync_requests += committers;
+        if self.first_request_at.is_none() {
+            self.first_request_at = Some(Instant::now());
         }
     }
 }

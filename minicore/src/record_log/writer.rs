@@ -94,6 +94,10 @@ pub(crate) struct BackgroundRequests {
     /// Sync requests (committers) since the syncer last started an fsync: how many
     /// callers the next fsync will answer, for the group-commit window.
     pub(crate) sync_requests: u64,
+    /// When the first of those requests came: the gathering window runs from here, so
+    /// requests that already waited through the previous fsync are not kept waiting
+    /// longer.
+    pub(crate) first_request_at: Option<std::time::Instant>,
     /// The log is being dropped.
     pub(crate) shutdown: bool,
 }
