@@ -147,22 +147,8 @@ impl LogBenchError {
     }
 }
 
-/// The binaries of the systems to run, found once, with their versions.
-struct Binaries {
-    /// (system, binary, first line of its `--version`), in [`System::ALL`] order.
-    servers: Vec<(System, PathBuf, String)>,
-}
-
-impl Binaries {
-    fn of(&self, system: System) -> &Path {
-        let found = self.servers.iter().find(|(s, _, _)| *s == system);
-        &found.expect("only the systems found are run").1
-    }
-
-    fn version(&self, system: System) -> String {
-        self.servers.iter().find(|(s, _, _)| *s == system).map_or_else(|| "not run".to_string(), |s| s.2.clone())
-    }
-}
+/// The binaries of the systems to run, found once (see [`crate::server::Binaries`]).
+type Binaries = crate::server::Binaries<System>;
 
 /// The minilog binary: `$MINILOG_BIN`, else `minilog` next to the running executable
 /// (`cargo build --release -p minilog -p mini-cli` puts both in target/release).

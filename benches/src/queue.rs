@@ -155,21 +155,8 @@ pub fn locate_miniqueue() -> Result<PathBuf, BenchError> {
     locate_built("miniqueue", "MINIQUEUE_BIN")
 }
 
-/// The binaries of the systems to run, found once, with their version lines.
-struct Binaries {
-    servers: Vec<(System, PathBuf, String)>,
-}
-
-impl Binaries {
-    fn of(&self, system: System) -> &Path {
-        let found = self.servers.iter().find(|(s, _, _)| *s == system);
-        &found.expect("only the systems found are run").1
-    }
-
-    fn version(&self, system: System) -> String {
-        self.servers.iter().find(|(s, _, _)| *s == system).map_or_else(|| "not run".to_string(), |s| s.2.clone())
-    }
-}
+/// The binaries of the systems to run, found once (see [`crate::server::Binaries`]).
+type Binaries = crate::server::Binaries<System>;
 
 fn find_binaries(options: &Options) -> Result<Binaries, QueueBenchError> {
     let mut servers = Vec::new();

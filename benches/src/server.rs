@@ -26,6 +26,25 @@ use serde::Serialize;
 use crate::process::{self, Guarded};
 use crate::{interrupt, BenchError};
 
+/// The binaries of the systems a benchmark runs, found once: (system, binary, its
+/// version line), in the order the benchmark lists its systems.
+pub(crate) struct Binaries<S> {
+    pub(crate) servers: Vec<(S, PathBuf, String)>,
+}
+
+impl<S: PartialEq + Copy> Binaries<S> {
+    /// The binary of `system`, which must be one of those found.
+    pub(crate) fn of(&self, system: S) -> &Path {
+        let found = self.servers.iter().find(|(s, _, _)| *s == system);
+        &found.expect("only the systems found are run").1
+    }
+
+    /// The version line of `system`, or "not run".
+    pub(crate) fn version(&self, system: S) -> String {
+        self.servers.iter().find(|(s, _, _)| *s == system).map_or_else(|| "not run".to_string(), |s| s.2.clone())
+    }
+}
+
 /// How long a server may take to become [`Ready`]. Every one of them starts in
 /// milliseconds on an empty directory; the slack is for a loaded CI machine.
 const START_TIMEOUT: Duration = Duration::from_secs(20);

@@ -740,8 +740,14 @@ impl Engine {
         }
         let deadline = (delay > 0).then_some(now + delay);
         self.journal(&Record::Release { id, pri, delay, deadline })?;
+        self.apply_release(id, pri, delay, deadline, now);
+        Ok(true)
+    }
+
+    /// The change a release makes, live and at replay.
+    fn apply_release(&mut self, id: u64, pri: u32, delay: Nanos, deadline: Option<Nanos>, now: Nanos) {
         self.detach(id);
-        let job = self.jobs.get_mut(&id).expect("reserved job exists");
+        let job = self.jobs.get_mut(&id).expect("released job exists");
         job.pri = pri;
         job.delay = delay;
         job.counters.releases += 1;
@@ -749,7 +755,6 @@ impl Engine {
             Some(deadline) => self.make_delayed(id, deadline),
             None => self.make_ready(id, now),
         }
-        Ok(true)
     }
 
     /// `bury <id> <pri>`.
@@ -758,12 +763,17 @@ impl Engine {
             return Ok(false);
         }
         let lsn = self.journal(&Record::Bury { id, pri })?;
+        self.apply_bury(id, pri, lsn);
+        Ok(true)
+    }
+
+    /// The change a bury makes, live and at replay; `lsn` orders the buried list.
+    fn apply_bury(&mut self, id: u64, pri: u32, lsn: Option<u64>) {
         self.detach(id);
-        let job = self.jobs.get_mut(&id).expect("reserved job exists");
+        let job = self.jobs.get_mut(&id).expect("buried job exists");
         job.pri = pri;
         job.counters.buries += 1;
         self.make_buried(id, lsn);
-        Ok(true)
     }
 
     /// `touch <id>`: the TTR starts over.
@@ -938,6 +948,12 @@ impl Engine {
 
     fn kick_one(&mut self, id: u64, now: Nanos) -> Result<(), JournalError> {
         self.journal(&Record::Kick { id })?;
+        self.apply_kick(id, now);
+        Ok(())
+    }
+
+    /// The change a kick makes, live and at replay.
+    fn apply_kick(&mut self, id: u64, now: Nanos) {
         self.detach(id);
         let job = self.jobs.get_mut(&id).expect("kicked job exists");
         job.counters.kicks += 1;
@@ -946,7 +962,6 @@ impl Engine {
             job.history.attempts = 0;
         }
         self.make_ready(id, now);
-        Ok(())
     }
 
     // ---- peek --------------------------------------------------------------------
@@ -1119,40 +1134,19 @@ impl Engine {
                 }
             }
             Record::Release { id, pri, delay, deadline } => {
-                if !self.jobs.contains_key(&id) {
-                    return;
-                }
-                self.detach(id);
-                let job = self.jobs.get_mut(&id).expect("checked");
-                job.pri = pri;
-                job.delay = delay;
-                job.counters.releases += 1;
-                match deadline {
-                    Some(deadline) => self.make_delayed(id, deadline),
-                    None => self.make_ready(id, now),
+                if self.jobs.contains_key(&id) {
+                    self.apply_release(id, pri, delay, deadline, now);
                 }
             }
             Record::Bury { id, pri } => {
-                if !self.jobs.contains_key(&id) {
-                    return;
+                if self.jobs.contains_key(&id) {
+                    self.apply_bury(id, pri, Some(lsn));
                 }
-                self.detach(id);
-                let job = self.jobs.get_mut(&id).expect("checked");
-                job.pri = pri;
-                job.counters.buries += 1;
-                self.make_buried(id, Some(lsn));
             }
             Record::Kick { id } => {
-                if !self.jobs.contains_key(&id) {
-                    return;
+                if self.jobs.contains_key(&id) {
+                    self.apply_kick(id, now);
                 }
-                self.detach(id);
-                let job = self.jobs.get_mut(&id).expect("checked");
-                job.counters.kicks += 1;
-                if job.history.dead.take().is_some() {
-                    job.history.attempts = 0;
-                }
-                self.make_ready(id, now);
             }
             Record::Reserve { id } => {
                 let Some(job) = self.jobs.get(&id) else { return };
