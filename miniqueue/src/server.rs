@@ -445,6 +445,8 @@ impl Service for QueueService {
         let mut state = self.shared.state.lock();
         state.waiters.remove(&conn);
         state.engine.disconnect(conn, now());
+        // Nobody waits for what a disconnect journals (failures under a policy).
+        let _ = state.engine.take_lsn();
         self.shared.after_change(&mut state);
         tracing::debug!(%peer, "connection closed");
     }
@@ -672,12 +674,10 @@ impl Session {
                 } else {
                     None
                 };
-                let lsn = state.engine.take_lsn();
+                // A reservation's record is not waited for (see wal.rs): drop its LSN.
+                let _ = state.engine.take_lsn();
                 self.shared.after_change(&mut state);
                 drop(state);
-                // A reservation's record is not waited for (see wal.rs); only earlier
-                // replies' records are.
-                let _ = lsn;
                 match outcome {
                     ReserveOutcome::Reserved { id, body } => self.job_reply(b"RESERVED", id, &body),
                     ReserveOutcome::DeadlineSoon => self.word(msg::DEADLINE_SOON),
