@@ -23,7 +23,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,12 +87,21 @@ impl Shutdown {
 pub struct ConnectionLimit {
     max: AtomicUsize,
     live: AtomicUsize,
+    /// Connections admitted since start. Counted here, at accept, because a server that
+    /// counted them in the connection's own task would miss connections accepted but not
+    /// yet run (beanstalkd's `total-connections`, minikv's `total_connections_received`).
+    admitted: AtomicU64,
     drained: Notify,
 }
 
 impl ConnectionLimit {
     pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(ConnectionLimit { max: AtomicUsize::new(max), live: AtomicUsize::new(0), drained: Notify::new() })
+        Arc::new(ConnectionLimit {
+            max: AtomicUsize::new(max),
+            live: AtomicUsize::new(0),
+            admitted: AtomicU64::new(0),
+            drained: Notify::new(),
+        })
     }
 
     pub fn set_max(&self, max: usize) {
@@ -107,6 +116,11 @@ impl ConnectionLimit {
         self.live.load(Ordering::Acquire)
     }
 
+    /// Connections admitted under the limit since start.
+    pub fn admitted(&self) -> u64 {
+        self.admitted.load(Ordering::Acquire)
+    }
+
     /// Takes a place if one is free.
     pub fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
         let max = self.max();
@@ -116,7 +130,10 @@ impl ConnectionLimit {
                 return None;
             }
             match self.live.compare_exchange_weak(live, live + 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Some(Slot { limit: self.clone() }),
+                Ok(_) => {
+                    self.admitted.fetch_add(1, Ordering::AcqRel);
+                    return Some(Slot { limit: self.clone() });
+                }
                 Err(now) => live = now,
             }
         }

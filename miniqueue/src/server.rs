@@ -83,6 +83,8 @@ pub struct Shared {
     pub config: Config,
     /// `stats`' `cmd-*` counters: atomics, so counting a command takes no lock.
     ops: [AtomicU64; OP_COUNT],
+    /// Counts connections at accept: `stats`' current and total connections.
+    limit: Arc<ConnectionLimit>,
 }
 
 impl Shared {
@@ -212,6 +214,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
         platform,
         wal_oldest: 0,
         wal_current: 0,
+        connections: None,
     };
     tracing::info!("durability: {}", config.durability());
     let shared = Arc::new(Shared {
@@ -230,6 +233,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
         metrics: crate::admin::Metrics::new(),
         config: config.clone(),
         ops: std::array::from_fn(|_| AtomicU64::new(0)),
+        limit: ConnectionLimit::new(MAX_CONNECTIONS),
     });
     let shutdown = Shutdown::new();
 
@@ -259,7 +263,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
     let service = Arc::new(QueueService { shared: shared.clone(), shutdown: shutdown.clone() });
     let serve_shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
-        let limit = ConnectionLimit::new(MAX_CONNECTIONS);
+        let limit = service.shared.limit.clone();
         let options = ServeOptions { drain_timeout: Duration::from_secs(2) };
         lifecycle::serve(vec![listener], service.clone(), limit, serve_shutdown, options).await;
         if let Some(log) = &service.shared.log {
@@ -776,6 +780,7 @@ impl Session {
                     let state = self.shared.state.lock();
                     let mut facts = self.shared.facts.clone();
                     facts.draining = self.shared.draining.load(Ordering::Acquire);
+                    facts.connections = Some((self.shared.limit.live(), self.shared.limit.admitted()));
                     if let Some(log) = &self.shared.log {
                         facts.wal_oldest = log.first_lsn();
                         facts.wal_current = log.next_lsn();

@@ -33,6 +33,9 @@ pub struct ServerFacts {
     /// Oldest and current WAL segment numbers (0 without `-b`).
     pub wal_oldest: u64,
     pub wal_current: u64,
+    /// (current, total) client connections as the server counts them, at accept; None
+    /// counts the engine's (tests that drive an engine without a server).
+    pub connections: Option<(usize, u64)>,
 }
 
 /// Seconds, truncated toward zero like beanstalkd's integer division.
@@ -260,8 +263,8 @@ pub fn server_yaml(engine: &Engine, ops: &[u64; OP_COUNT], facts: &ServerFacts, 
         engine.totals.total_jobs,
         facts.max_job_size,
         engine.tubes.len(),
-        engine.conns.len(),
-        engine.totals.total_connections,
+        facts.connections.map_or(engine.conns.len(), |(current, _)| current),
+        facts.connections.map_or(engine.totals.total_connections, |(_, total)| total),
         facts.pid,
         facts.version,
         secs(now - facts.started_at).max(0),

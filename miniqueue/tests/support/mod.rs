@@ -70,6 +70,7 @@ pub fn stats(engine: &Engine) -> HashMap<String, String> {
         platform: String::new(),
         wal_oldest: 0,
         wal_current: 0,
+        connections: None,
     };
     parse_yaml_map(&server_yaml(engine, &[0; OP_COUNT], &facts, T0))
 }
