@@ -12,8 +12,8 @@
 //! | `Release` | release                                      | ready, or delayed to a deadline |
 //! | `Bury`    | bury                                         | buried                          |
 //! | `Kick`    | kick, kick-job, replays                      | ready (a dead job: attempts reset) |
-//! | `Reserve` | reserve (not waited for: see below)          | attempts + 1, stays ready       |
-//! | `Timeout` | a TTR running out on a tube with no policy   | ready                           |
+//! | `Reserve` | reserve, reserve-job (not waited for: below) | attempts + 1; ready             |
+//! | `Timeout` | a TTR running out (a policy adds a `Fail`)   | timeouts + 1; ready             |
 //! | `Fail`    | fail, TTR expiry or lost connection under a policy | ready, delayed, or dead   |
 //! | `Policy`  | tube-policy, compaction                      | the tube's retry policy         |
 //! | `Unique`  | put-unique, compaction                       | a taken unique key              |
