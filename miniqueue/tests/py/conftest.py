@@ -542,3 +542,13 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.1f} s waiting for {what}", pytrace=False)
         time.sleep(interval)
+
+
+#: beanstalkd 1.12's key order in stats-job and stats-tube replies (what greenstalk users
+#: see); shared by the suites that check it.
+STATS_JOB_KEYS = ["id", "tube", "state", "pri", "age", "delay", "ttr", "time-left", "file", "reserves",
+                  "timeouts", "releases", "buries", "kicks"]
+STATS_TUBE_KEYS = ["name", "current-jobs-urgent", "current-jobs-ready", "current-jobs-reserved",
+                   "current-jobs-delayed", "current-jobs-buried", "total-jobs", "current-using",
+                   "current-watching", "current-waiting", "cmd-delete", "cmd-pause-tube", "pause",
+                   "pause-time-left"]

@@ -22,17 +22,11 @@ import time
 
 import pytest
 
-from conftest import HOST, wait_until
+from conftest import HOST, STATS_JOB_KEYS, STATS_TUBE_KEYS, wait_until
 
 greenstalk = pytest.importorskip("greenstalk", reason="pip install greenstalk (./test.sh installs it)")
 
-#: beanstalkd 1.12's key order in each stats reply (what greenstalk users see).
-STATS_JOB_KEYS = ["id", "tube", "state", "pri", "age", "delay", "ttr", "time-left", "file", "reserves",
-                  "timeouts", "releases", "buries", "kicks"]
-STATS_TUBE_KEYS = ["name", "current-jobs-urgent", "current-jobs-ready", "current-jobs-reserved",
-                   "current-jobs-delayed", "current-jobs-buried", "total-jobs", "current-using",
-                   "current-watching", "current-waiting", "cmd-delete", "cmd-pause-tube", "pause",
-                   "pause-time-left"]
+#: beanstalkd 1.12's key order in the stats reply (what greenstalk users see).
 STATS_KEYS = ["current-jobs-urgent", "current-jobs-ready", "current-jobs-reserved", "current-jobs-delayed",
               "current-jobs-buried", "cmd-put", "cmd-peek", "cmd-peek-ready", "cmd-peek-delayed",
               "cmd-peek-buried", "cmd-reserve", "cmd-reserve-with-timeout", "cmd-delete", "cmd-release",

@@ -29,7 +29,7 @@ import time
 
 import pytest
 
-from conftest import Conn, body_of, parse_yaml_dict, parse_yaml_list
+from conftest import STATS_JOB_KEYS, STATS_TUBE_KEYS, Conn, body_of, parse_yaml_dict, parse_yaml_list
 
 pytestmark = pytest.mark.miniqueue_only
 
@@ -39,12 +39,6 @@ LATE_S = 0.2
 #: How early: never, beyond the gap between the server's clock read and ours.
 EARLY_S = 0.03
 
-STATS_JOB_KEYS = ["id", "tube", "state", "pri", "age", "delay", "ttr", "time-left", "file", "reserves",
-                  "timeouts", "releases", "buries", "kicks"]
-STATS_TUBE_KEYS = ["name", "current-jobs-urgent", "current-jobs-ready", "current-jobs-reserved",
-                   "current-jobs-delayed", "current-jobs-buried", "total-jobs", "current-using",
-                   "current-watching", "current-waiting", "cmd-delete", "cmd-pause-tube", "pause",
-                   "pause-time-left"]
 JOB_EXTENSION_KEYS = ["attempts", "failures", "last-error", "first-failed-at", "last-failed-at", "dead"]
 JOB_DEAD_KEYS = ["dead-at", "dead-reason"]
 TUBE_EXTENSION_KEYS = ["current-jobs-dead", "retry-max-attempts", "retry-backoff", "retry-base-ms",
