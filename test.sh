@@ -89,6 +89,8 @@ cargo build --workspace --all-targets
 if ((want_rust)); then
   say "cargo test (workspace)"
   cargo test --workspace
+  say "cargo test (minicache's single-flight under shuttle's randomized scheduler)"
+  cargo test -p minicache --features shuttle --test shuttle
   say "cargo clippy"
   cargo clippy --workspace --all-targets -- -D warnings
 fi

@@ -18,6 +18,10 @@
 //!  queue::run ──> queue/servers.rs: beanstalkd and miniqueue, each through server.rs
 //!             ──> queue/cycle.rs: N clients, put → reserve → delete, on queue/client.rs
 //!             ──> queue/report.rs: jobs/s and cycle latency, report.rs's rounds and bars
+//!  cache::run ──> cache/trace.rs: LIRS traces (plain or gzip) and cache/zipf.rs's Zipf trace
+//!             ──> cache/contenders.rs: minicache's policies, moka, quick_cache, replayed
+//!                 in process; cache/lru.rs (exact LRU), cache/optimal.rs (Bélády)
+//!             ──> cache/report.rs: hit ratios per trace and capacity, bars, JSON lines
 //! ```
 //!
 //! Both read the machine the same way ([`environment`]) and draw the same progress
@@ -26,8 +30,9 @@
 //! Every process the harness starts is killed when the harness is done with it, on an
 //! error, and on Ctrl-C ([`process`], [`interrupt`]); every wait has a deadline.
 //!
-//! The criterion micro-benchmarks of minikv's building blocks live next to this
-//! library, in `benches/benches/` (`cargo bench -p minibench`).
+//! The criterion micro-benchmarks (minikv's building blocks, and minicache against moka
+//! and quick_cache) live next to this library, in `benches/benches/`
+//! (`cargo bench -p minibench`).
 //!
 //! # Example
 //!
@@ -42,6 +47,7 @@
 //! Left out: other machines (client and server always share this one, which caps
 //! both), and other clients than redis-benchmark and redis-cli.
 
+pub mod cache;
 pub mod environment;
 pub mod error;
 pub mod interrupt;

@@ -9,6 +9,7 @@
 //! mini queue put|work|stats|dlq|replay
 //!                              use a beanstalk server (miniqueue or beanstalkd) from the shell
 //! mini bench queue             miniqueue vs beanstalkd 1.12
+//! mini bench cache             minicache's hit ratios vs moka, quick_cache, LRU and optimal
 //! ```
 //!
 //! This crate only parses the command line and calls the libraries (`minikv`,

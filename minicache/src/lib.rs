@@ -27,6 +27,14 @@ mod sync;
 mod xfetch;
 
 // -- the near cache over a RESP server --
-// (tiered.rs: added with the TieredCache)
+pub mod tiered;
 
+pub use cache::{Cache, CacheBuilder, CacheStats, Expiry, Policy, RemovalCause};
 pub use clock::{Clock, MockClock, Nanos, SystemClock};
+
+// -- the loading layer's public surface --
+#[cfg(feature = "shuttle")]
+pub use flight::Fault;
+pub use flight::{Claim, Follower, Leader, LoadError, SingleFlight, Wait};
+pub use loading::{BoxError, DEFAULT_MAX_NEGATIVE_ENTRIES, MAX_BACKGROUND_REFRESHES, REFRESH_THREAD_NAME};
+pub use xfetch::{RandomSource, SeededRandom, ThreadRandom, XFetch, XFetchError};
