@@ -9,8 +9,32 @@
 //!   keep hot keys from expiring under their readers.
 //! - `TieredCache` puts this cache in front of minikv or a real Redis, kept coherent by
 //!   Redis 6+ client-side caching (`CLIENT TRACKING`).
-
-// Each module below has one owner while the crate is being written; keep edits to your own.
+//!
+//! ```
+//! use std::time::Duration;
+//! use minicache::{Cache, Policy, RemovalCause};
+//!
+//! let cache: Cache<String, u64> = Cache::builder()
+//!     .max_capacity(2)
+//!     .policy(Policy::Lru)
+//!     .time_to_live(Duration::from_secs(60))
+//!     .build();
+//! cache.insert("a".into(), 1);
+//! cache.insert("b".into(), 2);
+//! assert_eq!(cache.get("a"), Some(1));
+//! cache.insert("c".into(), 3); // over capacity: LRU evicts "b", the least recently used
+//! assert_eq!(cache.get("b"), None);
+//!
+//! // Single-flight loading: the loader runs only on a miss.
+//! assert_eq!(cache.get_with("d".into(), || 4), 4);
+//! assert_eq!(cache.get_with("d".into(), || unreachable!("cached")), 4);
+//! let stats = cache.stats();
+//! assert_eq!(stats.hits + stats.misses, stats.lookups());
+//! # let _ = RemovalCause::Size;
+//! ```
+//!
+//! The design, the policies and the benchmarks against moka and quick_cache are in
+//! `docs/minicache.md`.
 
 // -- time (shared) --
 pub mod clock;
