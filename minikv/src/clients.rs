@@ -4,7 +4,9 @@
 //! LIST) and act on (CLIENT KILL). Fields a connection updates on every command
 //! (`last_cmd`, `last_interaction`) are atomics, so the hot path takes no lock; the
 //! registry's own lock is taken only on connect, disconnect, and by CLIENT
-//! LIST/KILL.
+//! LIST/KILL. It also carries what other connections need to reach a client without
+//! a registry lookup: its outbox (pub/sub messages, invalidations) and its
+//! `CLIENT TRACKING` mode.
 //!
 //! Killing a client does not reach into its task. It half-closes the client's socket
 //! (`shutdown(fd, SHUT_RDWR)`); the connection then sees end-of-file on its next read
@@ -19,6 +21,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
+
+use crate::outbox::Outbox;
+use crate::tracking::ClientTracking;
 
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -47,6 +52,15 @@ pub struct ClientInfo {
     /// reused descriptor number is never shut down by mistake.
     fd: Mutex<Option<RawFd>>,
     pub killed: AtomicBool,
+    /// Set when the connection has ended. Other clients keep `Arc`s to this one (a
+    /// subscription, a tracking redirect), so "the `Arc` is alive" does not mean "the
+    /// client is": this does.
+    gone: AtomicBool,
+    /// Where other connections queue pub/sub messages and invalidations for this one.
+    pub outbox: Outbox,
+    /// This client's `CLIENT TRACKING` mode, as the connections that invalidate keys
+    /// for it read it.
+    pub tracking: ClientTracking,
 }
 
 impl ClientInfo {
@@ -92,6 +106,54 @@ impl ClientInfo {
     pub fn name(&self) -> Vec<u8> {
         self.name.lock().clone().unwrap_or_default()
     }
+
+    /// The protocol the client speaks now (2 or 3).
+    pub fn resp(&self) -> usize {
+        self.resp.load(Ordering::Relaxed)
+    }
+
+    /// Whether the client has at least one channel or pattern subscription (Redis's
+    /// `CLIENT_PUBSUB` flag).
+    pub fn is_subscribed(&self) -> bool {
+        self.subscriptions.load(Ordering::Relaxed) + self.pattern_subscriptions.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+
+    /// Called once by the connection as it ends, before it leaves the registry: from
+    /// then on its outbox refuses pushes.
+    pub fn mark_gone(&self) {
+        self.gone.store(true, Ordering::Release);
+        self.outbox.close();
+    }
+
+    fn new(id: u64, peer: SocketAddr, local: SocketAddr, created_ms: u64, fd: Option<RawFd>) -> ClientInfo {
+        ClientInfo {
+            id,
+            peer,
+            local,
+            created_ms,
+            name: Mutex::new(None),
+            lib_name: Mutex::new(None),
+            lib_ver: Mutex::new(None),
+            db: AtomicUsize::new(0),
+            resp: AtomicUsize::new(2),
+            last_cmd: AtomicUsize::new(usize::MAX),
+            last_interaction_ms: AtomicU64::new(created_ms),
+            subscriptions: AtomicUsize::new(0),
+            pattern_subscriptions: AtomicUsize::new(0),
+            in_multi: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
+            fd: Mutex::new(fd),
+            killed: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
+            outbox: Outbox::default(),
+            tracking: ClientTracking::default(),
+        }
+    }
 }
 
 /// All connected clients, by id.
@@ -110,26 +172,7 @@ impl Clients {
 
     pub fn register(&self, peer: SocketAddr, local: SocketAddr, fd: RawFd) -> Arc<ClientInfo> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let now = unix_ms();
-        let info = Arc::new(ClientInfo {
-            id,
-            peer,
-            local,
-            created_ms: now,
-            name: Mutex::new(None),
-            lib_name: Mutex::new(None),
-            lib_ver: Mutex::new(None),
-            db: AtomicUsize::new(0),
-            resp: AtomicUsize::new(2),
-            last_cmd: AtomicUsize::new(usize::MAX),
-            last_interaction_ms: AtomicU64::new(now),
-            subscriptions: AtomicUsize::new(0),
-            pattern_subscriptions: AtomicUsize::new(0),
-            in_multi: AtomicBool::new(false),
-            blocked: AtomicBool::new(false),
-            fd: Mutex::new(Some(fd)),
-            killed: AtomicBool::new(false),
-        });
+        let info = Arc::new(ClientInfo::new(id, peer, local, unix_ms(), Some(fd)));
         self.by_id.lock().insert(id, info.clone());
         self.total_connections.fetch_add(1, Ordering::Relaxed);
         info
@@ -138,25 +181,9 @@ impl Clients {
     /// A client that is not connected and not listed: the AOF loader.
     pub fn detached(&self, name: &str) -> Arc<ClientInfo> {
         let addr: SocketAddr = ([0, 0, 0, 0], 0).into();
-        let info = ClientInfo {
-            id: 0,
-            peer: addr,
-            local: addr,
-            created_ms: unix_ms(),
-            name: Mutex::new(Some(name.as_bytes().to_vec())),
-            lib_name: Mutex::new(None),
-            lib_ver: Mutex::new(None),
-            db: AtomicUsize::new(0),
-            resp: AtomicUsize::new(2),
-            last_cmd: AtomicUsize::new(usize::MAX),
-            last_interaction_ms: AtomicU64::new(0),
-            subscriptions: AtomicUsize::new(0),
-            pattern_subscriptions: AtomicUsize::new(0),
-            in_multi: AtomicBool::new(false),
-            blocked: AtomicBool::new(false),
-            fd: Mutex::new(None),
-            killed: AtomicBool::new(false),
-        };
+        let info = ClientInfo::new(0, addr, addr, unix_ms(), None);
+        info.last_interaction_ms.store(0, Ordering::Relaxed);
+        *info.name.lock() = Some(name.as_bytes().to_vec());
         Arc::new(info)
     }
 
@@ -195,10 +222,6 @@ impl Clients {
 
     /// Number of clients with at least one subscription (INFO `pubsub_clients`).
     pub fn pubsub_clients(&self) -> usize {
-        self.by_id
-            .lock()
-            .values()
-            .filter(|c| c.subscriptions.load(Ordering::Relaxed) + c.pattern_subscriptions.load(Ordering::Relaxed) > 0)
-            .count()
+        self.by_id.lock().values().filter(|c| c.is_subscribed()).count()
     }
 }

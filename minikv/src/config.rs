@@ -132,6 +132,9 @@ pub struct Live {
     pub auth_required: AtomicBool,
     pub active_expire: AtomicBool,
     pub timeout_secs: AtomicU64,
+    /// Most keys the client-side caching table may hold (0: no limit); checked after
+    /// every command that added keys to it.
+    pub tracking_table_max_keys: AtomicU64,
 }
 
 impl Live {
@@ -256,6 +259,7 @@ const PARAMS: &[Param] = &[
     p("loglevel", Kind::Enum(&["debug", "verbose", "notice", "warning", "nothing"]), true),
     p("io-threads", int(1, 128), false),
     p("admin-port", int(0, 65535), false),
+    p("tracking-table-max-keys", int(0, i64::MAX), true),
 ];
 
 /// A configuration error, worded like Redis's where Redis has one.
@@ -291,6 +295,7 @@ impl Config {
             auth_required: AtomicBool::new(false),
             active_expire: AtomicBool::new(true),
             timeout_secs: AtomicU64::new(0),
+            tracking_table_max_keys: AtomicU64::new(1_000_000),
         };
         let settings = Settings {
             port: 7379,
@@ -452,6 +457,9 @@ impl Config {
             ("loglevel", Parsed::Text(v)) => s.loglevel = v.to_ascii_lowercase(),
             ("io-threads", Parsed::Int(v)) => s.io_threads = v as usize,
             ("admin-port", Parsed::Int(v)) => s.admin_port = Some(v as u16),
+            ("tracking-table-max-keys", Parsed::Int(v)) => {
+                live.tracking_table_max_keys.store(v as u64, Ordering::Relaxed)
+            }
             (name, _) => unreachable!("parameter {name} declared with a kind its setter does not handle"),
         }
         Ok(())
@@ -495,6 +503,7 @@ impl Config {
             "loglevel" => s.loglevel.clone(),
             "io-threads" => s.io_threads.to_string(),
             "admin-port" => s.admin_port.unwrap_or(s.port.saturating_add(10_000)).to_string(),
+            "tracking-table-max-keys" => live.tracking_table_max_keys.load(Ordering::Relaxed).to_string(),
             _ => return None,
         })
     }

@@ -1,13 +1,21 @@
 //! The connection loop: read, parse, execute, reply.
 //!
 //! ```text
-//!   ┌──────────── wait until readable (or a pub/sub message, or a blocked-key wake-up)
+//!   ┌──────────── wait until readable (or a push in the outbox, or a blocked-key wake-up)
 //!   │   read once into the query buffer
-//!   │   parse and execute every complete command, appending replies to one buffer
+//!   │   parse and execute every complete command, appending replies to one buffer,
+//!   │     with queued pushes (pub/sub, invalidations) between replies, never inside one
+//!   │   BCAST invalidations for the keys the batch changed
 //!   │   AOF: make the batch's records as durable as appendfsync promises
 //!   │   write the reply buffer with one write(2)
 //!   └── loop
 //! ```
+//!
+//! Pushes other connections queue for this one ([`crate::outbox`]) are written while
+//! the connection waits for input, and before and after each command it runs. So an
+//! invalidation this client's own write caused follows that write's reply, and one
+//! queued before a command arrived precedes its reply, which is the order Redis
+//! produces.
 //!
 //! Replies to a pipelined batch go out in one write, not one write per reply; that is
 //! what makes `redis-benchmark -P 16` fast. And with `appendfsync always` the whole
@@ -31,6 +39,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
@@ -39,8 +48,7 @@ use tokio::net::TcpStream;
 
 use crate::blocking::Waiter;
 use crate::cmd::{execute, Action, Batch};
-use crate::pubsub::Message;
-use crate::resp::{ArgBuf, Limits, OwnedArgs, Parsed, Protocol, Reply};
+use crate::resp::{ArgBuf, Limits, OwnedArgs, Parsed, Reply};
 use crate::server::Server;
 use crate::session::Session;
 
@@ -150,9 +158,10 @@ pub async fn serve(server: Arc<Server>, std_stream: std::net::TcpStream, peer: S
     drop(sock);
 }
 
-/// Frees a client the way Redis does (transactions, subscriptions, registry) when its
-/// connection ends, also if a bug made a command panic: a dead connection must not
-/// leave a ghost in CLIENT LIST, a watch flag in a shard, or a subscription behind.
+/// Frees a client the way Redis does (transactions, subscriptions, tracking, registry)
+/// when its connection ends, also if a bug made a command panic: a dead connection
+/// must not leave a ghost in CLIENT LIST, a watch flag in a shard, a subscription or
+/// a tracking table entry behind.
 struct ClientGuard<'a> {
     server: &'a Server,
     session: Session,
@@ -160,8 +169,12 @@ struct ClientGuard<'a> {
 
 impl Drop for ClientGuard<'_> {
     fn drop(&mut self) {
+        // First, so that from now on writers skip this client and trackers that
+        // redirect to it see their redirect broken.
+        self.session.info.mark_gone();
         crate::cmd::transactions::unwatch_all(self.server, &mut self.session);
         crate::cmd::pubsub::unsubscribe_everything(self.server, &mut self.session);
+        crate::tracking::forget_client(self.server, &mut self.session);
         self.server.clients.unregister(self.session.id);
         self.session.info.forget_fd();
     }
@@ -234,31 +247,28 @@ impl Conn<'_> {
         }
     }
 
-    /// Reads once. Returns false at end of stream. Pub/sub messages that arrive while
-    /// waiting are written out as they come.
+    /// Reads once. Returns false at end of stream. Pushes (pub/sub messages,
+    /// invalidations) that arrive while waiting are written out as they come.
     async fn read(&mut self, session: &mut Session) -> io::Result<bool> {
         loop {
             self.query.reserve(None);
-            let mut guard = match &mut session.subs {
-                None => self.sock.readable().await?,
-                Some(subs) => {
-                    tokio::select! {
-                        biased;
-                        g = self.sock.readable() => g?,
-                        msg = subs.rx.recv() => {
-                            if let Some(msg) = msg {
-                                let sub = subs.subscriber.clone();
-                                let mut bytes = encode_message(&mut self.out, session.proto, &msg);
-                                // Drain whatever else is queued into the same write.
-                                while let Ok(m) = subs.rx.try_recv() {
-                                    bytes += encode_message(&mut self.out, session.proto, &m);
-                                }
-                                self.flush().await?;
-                                sub.written(bytes);
-                            }
-                            continue;
-                        }
-                    }
+            // Socket first, then the outbox, polled by hand rather than with
+            // `select!`: this wait happens once per request at -P 1.
+            let outbox = &session.info.outbox;
+            let sock = self.sock;
+            let woken = std::future::poll_fn(|cx| {
+                if let Poll::Ready(guard) = sock.poll_read_ready(cx) {
+                    return Poll::Ready(Some(guard));
+                }
+                outbox.poll_ready(cx).map(|()| None)
+            })
+            .await;
+            let mut guard = match woken {
+                Some(guard) => guard?,
+                None => {
+                    session.drain_outbox(&mut self.out);
+                    self.flush().await?;
+                    continue;
                 }
             };
             let space = self.query.buf.len() - self.query.end;
@@ -303,6 +313,8 @@ impl Conn<'_> {
             }
             match self.args.parse(pending, &limits) {
                 Ok(Parsed::Command { consumed }) => {
+                    // Pushes queued before this command was read precede its reply.
+                    session.drain_outbox(&mut self.out);
                     let args = self.args.args(pending);
                     let result = execute(server, session, &args, &mut self.out, &mut batch);
                     self.query.consume(consumed);
@@ -328,8 +340,17 @@ impl Conn<'_> {
                 }
             }
         }
-        self.note_aof(&batch);
+        self.end_batch(session, &mut batch);
         Ok(action)
+    }
+
+    /// After a batch of commands: BCAST invalidations for what it changed, then every
+    /// push queued meanwhile (this client's own invalidations among them) after the
+    /// batch's replies; and the AOF position to make durable before they are written.
+    fn end_batch(&mut self, session: &mut Session, batch: &mut Batch<'_>) {
+        batch.broadcast(self.server);
+        session.drain_outbox(&mut self.out);
+        self.note_aof(batch);
     }
 
     /// Remembers the highest AOF record a batch appended; `flush` makes it durable
@@ -348,6 +369,7 @@ impl Conn<'_> {
         timeout: Option<Duration>,
     ) -> io::Result<bool> {
         let server = &**self.server;
+        let info = session.info.clone();
         session.info.blocked.store(true, Ordering::Relaxed);
         let mut deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let connected = loop {
@@ -375,7 +397,7 @@ impl Conn<'_> {
                     crate::blocking::unregister(&server.keyspace, &waiter);
                     let mut batch = Batch::new(server);
                     let action = execute(server, session, &retry.as_args(), &mut self.out, &mut batch);
-                    self.note_aof(&batch);
+                    self.end_batch(session, &mut batch);
                     match action {
                         Some(Action::Block { waiter: again, .. }) => {
                             waiter = again;
@@ -383,6 +405,12 @@ impl Conn<'_> {
                         }
                         _ => break true,
                     }
+                }
+                () = info.outbox.ready() => {
+                    // Blocked clients still get their pushes (a RESP3 client can BLPOP
+                    // while subscribed or tracking), between replies as always.
+                    session.drain_outbox(&mut self.out);
+                    self.flush().await?;
                 }
                 _ = sleep => {
                     if waiter.cancel() {
@@ -451,29 +479,6 @@ impl Conn<'_> {
         self.out.clear();
         Ok(())
     }
-}
-
-/// Appends a published message in the client's protocol; returns the bytes written
-/// (accounted against the output buffer limit).
-fn encode_message(out: &mut Vec<u8>, proto: Protocol, msg: &Message) -> usize {
-    let before = out.len();
-    let mut r = Reply::new(out, proto);
-    match &msg.pattern {
-        Some(pattern) => {
-            r.push(4);
-            r.bulk(b"pmessage");
-            r.bulk(pattern);
-        }
-        None => {
-            r.push(3);
-            r.bulk(b"message");
-        }
-    }
-    r.bulk(&msg.channel);
-    r.bulk(&msg.payload);
-    debug_assert!(out.len() > before);
-    // The pending count grew by `msg.size()` when the message was queued.
-    msg.size()
 }
 
 /// The I/O workers: one thread per core, each running its own single-threaded tokio

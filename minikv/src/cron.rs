@@ -1,5 +1,6 @@
 //! Background work that runs `hz` times a second: active expiry, automatic AOF
-//! rewrite, and closing idle clients (Redis's `serverCron`).
+//! rewrite, the tracking table's size bound, and closing idle clients (Redis's
+//! `serverCron`). Keys the expiry cycle removes are invalidated for tracking clients.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::expiry::{self, FastRand, Random, ROUNDS_PER_TIME_CHECK, SLOW_TIME_PERCENT};
 use crate::keyspace::SHARDS;
 use crate::server::Server;
+use crate::tracking::Pending;
 
 /// Runs until shutdown.
 pub async fn run(server: Arc<Server>) {
@@ -30,6 +32,12 @@ pub async fn run(server: Arc<Server>) {
         if let Some(aof) = server.aof() {
             aof.maybe_auto_rewrite(&server);
         }
+        // A CONFIG SET may have lowered tracking-table-max-keys below the table's size;
+        // each call evicts a bounded number of keys.
+        if server.keyspace.tracking.over_limit(server.config.live.tracking_table_max_keys.load(Ordering::Relaxed)) {
+            let s = server.clone();
+            let _ = tokio::task::spawn_blocking(move || crate::tracking::enforce_limit(&s)).await;
+        }
         if last_second.elapsed() >= Duration::from_secs(1) {
             last_second = Instant::now();
             close_idle_clients(&server);
@@ -45,6 +53,8 @@ pub fn active_expire_cycle(server: &Server, mut cursor: usize, budget: Duration)
     let tables = SHARDS * databases;
     let aof = server.aof();
     let mut rng = FastRand;
+    let tracking = &server.keyspace.tracking;
+    let mut changes = Pending::default();
     for _ in 0..tables {
         if started.elapsed() >= budget {
             break;
@@ -67,7 +77,7 @@ pub fn active_expire_cycle(server: &Server, mut cursor: usize, budget: Duration)
         shard.stats.expired_keys += round.expired as u64;
         let mut record = Vec::new();
         for key in &removed {
-            shard.touch_watchers(db, key);
+            shard.key_changed(db, key, tracking, &mut changes, 0);
             if aof.is_some() {
                 if record.is_empty() {
                     record.extend_from_slice(&(db as u16).to_le_bytes());
@@ -81,6 +91,12 @@ pub fn active_expire_cycle(server: &Server, mut cursor: usize, budget: Duration)
                 aof.mark_failed(&e);
             }
         }
+        if let Some(expired) = changes.get_mut() {
+            crate::tracking::deliver(server, &mut expired.invalidated, 0);
+        }
+    }
+    if let Some(mut expired) = changes.take() {
+        crate::tracking::broadcast(server, &mut expired.broadcast);
     }
     server.stats.expire_cycles.fetch_add(1, Ordering::Relaxed);
     server.stats.expire_cycle_time_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);

@@ -113,6 +113,7 @@ use crate::cmd::Batch;
 use crate::config::EvictionPolicy;
 use crate::keyspace::{hash_bytes, shard_of, CompactBytes, SHARDS};
 use crate::server::Server;
+use crate::tracking::Pending;
 
 pub const OOM_ERROR: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 
@@ -162,7 +163,7 @@ pub fn make_room(server: &Server, batch: &mut Batch) -> bool {
 }
 
 /// Evicts one key chosen by `policy`. Returns false if there was nothing to evict.
-fn evict_one(server: &Server, policy: EvictionPolicy, samples: usize, batch: &Batch) -> bool {
+fn evict_one(server: &Server, policy: EvictionPolicy, samples: usize, batch: &mut Batch) -> bool {
     let random = matches!(policy, EvictionPolicy::AllKeysRandom | EvictionPolicy::VolatileRandom);
     // A few attempts: a candidate may have been deleted since it was sampled.
     for _ in 0..SHARDS {
@@ -179,7 +180,12 @@ fn evict_one(server: &Server, policy: EvictionPolicy, samples: usize, batch: &Ba
         }
         table.remove_at(pos);
         shard.stats.evicted_keys += 1;
-        shard.touch_watchers(c.db, &c.key);
+        let mut changes = Pending::default();
+        shard.key_changed(c.db, &c.key, &server.keyspace.tracking, &mut changes, 0);
+        if let Some(mut evicted) = changes.take() {
+            crate::tracking::deliver(server, &mut evicted.invalidated, 0);
+            batch.bcast.append(&mut evicted.broadcast);
+        }
         if let Some(aof) = &batch.aof {
             let mut record = (c.db as u16).to_le_bytes().to_vec();
             crate::resp::encode_command([&b"DEL"[..], &c.key].into_iter(), &mut record);

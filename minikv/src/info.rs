@@ -7,8 +7,8 @@
 //! can fill truthfully, because clients parse it (redis-py's `info()`, redis-cli
 //! `--stat`, monitoring agents). Fields about machinery minikv does not have (RDB
 //! forks, replication backlogs, Lua, active defrag) are left out rather than faked;
-//! where the honest answer is a constant (no replicas, no forks, no tracking) the field
-//! is kept with that constant. Fields that exist only in minikv are prefixed
+//! where the honest answer is a constant (no replicas, no forks) the field is kept
+//! with that constant. Fields that exist only in minikv are prefixed
 //! `minikv_` or are named for what they are (`keyspace_shards`).
 //!
 //! Left out: the Errorstats and Latencystats sections (errors are not counted by
@@ -66,6 +66,8 @@ pub struct KeyspaceSnapshot {
     /// `(keys, keys with a TTL)` per database.
     pub dbs: Vec<(usize, usize)>,
     pub stats: ShardStats,
+    /// (key, tracking client) pairs in the client-side caching table.
+    pub tracking_items: usize,
 }
 
 impl KeyspaceSnapshot {
@@ -78,6 +80,7 @@ impl KeyspaceSnapshot {
             self.dbs[db].0 += table.len();
             self.dbs[db].1 += table.volatile_len();
         }
+        self.tracking_items += shard.tracking.items();
         let s = shard.stats;
         self.stats.expired_keys += s.expired_keys;
         self.stats.evicted_keys += s.evicted_keys;
@@ -87,7 +90,11 @@ impl KeyspaceSnapshot {
 
     /// Reads every shard, locking each in turn. The caller must hold no shard lock.
     pub fn take(server: &Server) -> KeyspaceSnapshot {
-        KeyspaceSnapshot { dbs: server.keyspace.db_sizes(), stats: server.keyspace.stats() }
+        let mut snapshot = KeyspaceSnapshot::default();
+        for i in 0..crate::keyspace::SHARDS {
+            snapshot.add_shard(&server.keyspace.lock_shard(i));
+        }
+        snapshot
     }
 }
 
@@ -205,7 +212,7 @@ fn section_body(server: &Server, keyspace: &KeyspaceSnapshot, section: &str, out
             line(out, "cluster_connections", 0);
             line(out, "maxclients", live.maxclients.load(Ordering::Relaxed));
             line(out, "blocked_clients", server.clients.blocked());
-            line(out, "tracking_clients", 0);
+            line(out, "tracking_clients", server.keyspace.tracking.stats().clients);
             line(out, "pubsub_clients", server.clients.pubsub_clients());
         }
         "memory" => {
@@ -289,6 +296,10 @@ fn section_body(server: &Server, keyspace: &KeyspaceSnapshot, section: &str, out
             line(out, "pubsubshard_channels", 0);
             line(out, "latest_fork_usec", 0);
             line(out, "total_forks", 0);
+            let tracking = server.keyspace.tracking.stats();
+            line(out, "tracking_total_keys", tracking.keys);
+            line(out, "tracking_total_items", keyspace.tracking_items);
+            line(out, "tracking_total_prefixes", tracking.prefixes);
             line(
                 out,
                 "client_output_buffer_limit_disconnections",
@@ -392,6 +403,14 @@ pub fn metric_families(server: &Server) -> Vec<MetricFamily> {
         server.stats.net_output_bytes.load(Ordering::Relaxed) as f64,
     );
     f.gauge("minikv_uptime_seconds", "Seconds since the server started.", &[], server.uptime_secs() as f64);
+    let tracking = server.keyspace.tracking.stats();
+    f.gauge("minikv_tracking_clients", "Clients with CLIENT TRACKING on.", &[], tracking.clients as f64);
+    f.gauge(
+        "minikv_tracking_keys",
+        "Keys in the client-side caching table (bounded by tracking-table-max-keys).",
+        &[],
+        tracking.keys as f64,
+    );
     f.counter(
         "minikv_connections_received_total",
         "Client connections accepted.",

@@ -37,10 +37,12 @@ pub mod keyspace;
 pub mod memory;
 pub mod metrics;
 pub mod numeric;
+pub mod outbox;
 pub mod pubsub;
 pub mod resp;
 pub mod server;
 pub mod session;
+pub mod tracking;
 pub mod transaction;
 
 use std::net::SocketAddr;

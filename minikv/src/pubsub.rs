@@ -4,88 +4,48 @@
 //! different channels does not contend. Pattern subscriptions are few in practice and
 //! live in one list that every PUBLISH scans, as in Redis.
 //!
-//! Delivery is a queue per subscriber: PUBLISH pushes the message into the queue of
-//! every matching subscriber and returns; the subscriber's connection task encodes
-//! and writes it (a RESP2 array or a RESP3 push). The bytes a subscriber has not
-//! written yet are counted, and a subscriber that falls too far behind is
-//! disconnected, using Redis's `client-output-buffer-limit pubsub` rule: over the hard
-//! limit at once, or over the soft limit for longer than the soft period. Without this
-//! one slow consumer could make the server buffer without bound.
+//! Delivery goes through each subscriber's outbox ([`crate::outbox`]): PUBLISH queues
+//! the message for every matching subscriber and returns; the subscriber's connection
+//! task encodes and writes it (a RESP2 array or a RESP3 push) between its replies. The
+//! bytes a subscriber has not written yet are counted, and a subscriber that falls too
+//! far behind is disconnected, using Redis's `client-output-buffer-limit pubsub` rule:
+//! over the hard limit at once, or over the soft limit for longer than the soft period.
+//! Without this one slow consumer could make the server buffer without bound.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::mpsc;
 
 use crate::clients::ClientInfo;
 use crate::config::OutputLimit;
 use crate::keyspace::hash_bytes;
+use crate::outbox::{Delivery, Push};
 
 const SHARDS: usize = 16;
 
-/// A message on its way to one subscriber.
-#[derive(Debug, Clone)]
-pub struct Message {
-    /// The pattern that matched, for PSUBSCRIBE deliveries.
-    pub pattern: Option<Arc<[u8]>>,
-    pub channel: Arc<[u8]>,
-    pub payload: Arc<[u8]>,
-}
+pub use crate::outbox::Message;
 
-impl Message {
-    /// Approximate encoded size, for the output buffer limit.
-    pub fn size(&self) -> usize {
-        self.channel.len() + self.payload.len() + self.pattern.as_ref().map_or(0, |p| p.len()) + 48
-    }
-}
-
-/// The receiving end of a subscribed client, shared with the registry.
+/// A subscribed client, as the channel tables hold it. Messages go into the client's
+/// outbox ([`crate::outbox`]), which its connection drains.
 #[derive(Debug)]
 pub struct Subscriber {
     pub client: Arc<ClientInfo>,
-    tx: mpsc::UnboundedSender<Message>,
-    /// Bytes queued but not yet written to the socket.
-    pending: AtomicUsize,
-    /// When `pending` first went over the soft limit (Unix ms), 0 if it is under.
-    over_soft_since: AtomicU64,
 }
 
 impl Subscriber {
-    pub fn new(client: Arc<ClientInfo>) -> (Arc<Subscriber>, mpsc::UnboundedReceiver<Message>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Arc::new(Subscriber { client, tx, pending: AtomicUsize::new(0), over_soft_since: AtomicU64::new(0) }), rx)
+    pub fn new(client: Arc<ClientInfo>) -> Arc<Subscriber> {
+        Arc::new(Subscriber { client })
     }
 
-    /// Called by the connection after writing a message out.
-    pub fn written(&self, bytes: usize) {
-        self.pending.fetch_sub(bytes.min(self.pending.load(Ordering::Relaxed)), Ordering::Relaxed);
-    }
-
+    /// Bytes queued for the client and not yet written.
     pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::Relaxed)
+        self.client.outbox.queued()
     }
 
-    /// Queues a message, or disconnects the subscriber if it is over its limits.
-    /// Returns whether the message was queued.
-    fn deliver(&self, msg: Message, limit: OutputLimit, now_ms: u64) -> Option<bool> {
-        let size = msg.size();
-        let pending = self.pending.fetch_add(size, Ordering::Relaxed) + size;
-        if limit.hard > 0 && pending as u64 > limit.hard {
-            return Some(false);
-        }
-        if limit.soft > 0 && pending as u64 > limit.soft {
-            let since = self.over_soft_since.load(Ordering::Relaxed);
-            if since == 0 {
-                self.over_soft_since.store(now_ms, Ordering::Relaxed);
-            } else if now_ms.saturating_sub(since) > limit.soft_secs * 1000 {
-                return Some(false);
-            }
-        } else {
-            self.over_soft_since.store(0, Ordering::Relaxed);
-        }
-        Some(self.tx.send(msg).is_ok())
+    /// Queues a message, or reports that the subscriber is over its limits.
+    fn deliver(&self, msg: Message, limit: OutputLimit, now_ms: u64) -> Delivery {
+        self.client.outbox.send(Push::Message(msg), Some(limit), now_ms)
     }
 }
 
@@ -162,9 +122,9 @@ impl PubSub {
                 for s in subs {
                     let msg = Message { pattern: None, channel: channel.clone(), payload: payload.clone() };
                     match s.deliver(msg, limit, now_ms) {
-                        Some(true) => receivers += 1,
-                        Some(false) => too_slow.push(s.clone()),
-                        None => {}
+                        Delivery::Queued => receivers += 1,
+                        Delivery::OverLimit => too_slow.push(s.clone()),
+                        Delivery::Closed => {}
                     }
                 }
             }
@@ -179,9 +139,9 @@ impl PubSub {
                         payload: payload.clone(),
                     };
                     match s.deliver(msg, limit, now_ms) {
-                        Some(true) => receivers += 1,
-                        Some(false) => too_slow.push(s.clone()),
-                        None => {}
+                        Delivery::Queued => receivers += 1,
+                        Delivery::OverLimit => too_slow.push(s.clone()),
+                        Delivery::Closed => {}
                     }
                 }
             }

@@ -553,6 +553,18 @@ impl<'a> Reply<'a> {
         self.buf.extend_from_slice(b"\r\n");
     }
 
+    /// [`Reply::error`] for a message that may hold bytes that are not UTF-8 (an
+    /// argument quoted in the message), sent as they are.
+    pub fn error_bytes(&mut self, msg: &[u8]) {
+        let start = msg.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(msg.len());
+        let end = msg.iter().rposition(|&b| b != b'\r' && b != b'\n').map_or(start, |i| i + 1);
+        self.buf.push(b'-');
+        for &b in &msg[start..end] {
+            self.buf.push(if b == b'\r' || b == b'\n' { b' ' } else { b });
+        }
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
     #[inline]
     pub fn int(&mut self, v: i64) {
         self.buf.push(b':');

@@ -1,9 +1,9 @@
 //! `Session`: the state of one client connection that commands read and change.
 //!
 //! Owned by the connection task, never shared: the selected database, the protocol
-//! version, authentication, a transaction being queued, watched keys and pub/sub
-//! subscriptions. What other connections may see of a client lives in
-//! [`crate::clients::ClientInfo`].
+//! version, authentication, a transaction being queued, watched keys, pub/sub
+//! subscriptions, the receiving end of its outbox and its `CLIENT TRACKING` options.
+//! What other connections may see of a client lives in [`crate::clients::ClientInfo`].
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -12,13 +12,12 @@ use std::sync::Arc;
 use crate::clients::ClientInfo;
 use crate::pubsub::Subscriber;
 use crate::resp::Protocol;
+use crate::tracking::SessionTracking;
 use crate::transaction::{MultiState, WatchState};
 
-/// A client's subscriptions, and the queue its messages arrive on.
+/// A client's subscriptions. The messages arrive in the session's outbox.
 pub struct Subscriptions {
     pub subscriber: Arc<Subscriber>,
-    /// Messages published to this client, drained by the connection loop.
-    pub rx: tokio::sync::mpsc::UnboundedReceiver<crate::pubsub::Message>,
     pub channels: HashSet<Vec<u8>>,
     pub patterns: HashSet<Vec<u8>>,
 }
@@ -38,6 +37,9 @@ pub struct Session {
     pub multi: Option<MultiState>,
     pub watch: Option<WatchState>,
     pub subs: Option<Subscriptions>,
+    /// `CLIENT TRACKING` state only this connection reads (the rest is in
+    /// `info.tracking`, where writers see it).
+    pub tracking: SessionTracking,
 }
 
 impl Session {
@@ -51,6 +53,27 @@ impl Session {
             multi: None,
             watch: None,
             subs: None,
+            tracking: SessionTracking::default(),
+        }
+    }
+
+    /// Whether this client has subscriptions (RESP2 receives redirected invalidations
+    /// only then).
+    pub fn is_subscribed(&self) -> bool {
+        self.subs.as_ref().is_some_and(|s| s.count() > 0)
+    }
+
+    /// Appends every out-of-band message queued for this client (its outbox, in
+    /// `info`) to `out`, in this client's protocol. Called between replies only, so a
+    /// push never lands inside a reply.
+    #[inline]
+    pub fn drain_outbox(&self, out: &mut Vec<u8>) {
+        if !self.info.outbox.has_queued() {
+            return;
+        }
+        let subscribed = self.is_subscribed();
+        while let Some(push) = self.info.outbox.try_recv() {
+            crate::outbox::encode(&push, self.proto, subscribed, out);
         }
     }
 

@@ -160,6 +160,7 @@ fn reset(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
     }
     super::transactions::unwatch_all(server, ctx.session);
     crate::cmd::pubsub::unsubscribe_everything(server, ctx.session);
+    crate::tracking::disable(server, ctx.session);
     ctx.session.select(0);
     ctx.keys.db = 0;
     ctx.session.set_proto(Protocol::Resp2);

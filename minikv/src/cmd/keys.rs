@@ -30,6 +30,7 @@ use super::{cmd, container, flag, int_arg, is, range, Command, Ctx, KeySpec, ERR
 use crate::aof::Aof;
 use crate::keyspace::{dict, hash_bytes, shard_of, CompactBytes, Loc, Shard, Table, SHARDS};
 use crate::resp::Args;
+use crate::tracking::{Pending, Tracking};
 
 const W: u32 = flag::WRITE;
 const R: u32 = flag::READONLY;
@@ -454,9 +455,15 @@ fn copy(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 /// the key, and a replay would then delete the new key. Inside EXEC every shard stays
 /// locked until the transaction's record is appended, so the `DEL` joins that record
 /// and keeps its place among the transaction's other commands.
-struct WalkExpiry {
+///
+/// An expired key is a change for tracking clients too: the invalidations are gathered
+/// here and handed to the command's effects, which the dispatcher delivers.
+struct WalkExpiry<'s> {
     /// Append each `DEL` at once (a walk outside EXEC, with the AOF on).
     aof_now: Option<Arc<Aof>>,
+    tracking: &'s Tracking,
+    /// Invalidations for the keys this walk expired.
+    changes: Pending,
     /// Keys deleted whose `DEL` goes with the command's own record (inside EXEC).
     deferred: Vec<CompactBytes>,
     in_exec: bool,
@@ -465,11 +472,19 @@ struct WalkExpiry {
     now_ms: u64,
 }
 
-impl WalkExpiry {
-    fn new(ctx: &Ctx<'_>) -> Self {
+impl<'s> WalkExpiry<'s> {
+    fn new(ctx: &Ctx<'s>) -> Self {
         let in_exec = ctx.keys.guards.holds_all();
         let aof_now = if in_exec || !ctx.keys.effects.record_aof { None } else { ctx.server.aof().cloned() };
-        WalkExpiry { aof_now, deferred: Vec::new(), in_exec, loading: ctx.keys.loading, now_ms: ctx.keys.now_ms }
+        WalkExpiry {
+            aof_now,
+            tracking: &ctx.server.keyspace.tracking,
+            changes: Pending::default(),
+            deferred: Vec::new(),
+            in_exec,
+            loading: ctx.keys.loading,
+            now_ms: ctx.keys.now_ms,
+        }
     }
 
     /// Whether the entry at `pos` is past its deadline and may be deleted.
@@ -483,7 +498,7 @@ impl WalkExpiry {
         debug_assert!(self.is_expired(&shard.dbs[db], pos));
         let (key, _) = shard.dbs[db].remove_at(pos);
         shard.stats.expired_keys += 1;
-        shard.touch_watchers(db, &key);
+        shard.key_changed(db, &key, self.tracking, &mut self.changes, 0);
         if let Some(aof) = &self.aof_now {
             let mut record = (db as u16).to_le_bytes().to_vec();
             crate::resp::encode_command([&b"DEL"[..], &key].into_iter(), &mut record);
@@ -497,8 +512,13 @@ impl WalkExpiry {
     }
 
     /// Logs the deferred `DEL`s with the command's record (inside EXEC).
-    fn finish(self, ctx: &mut Ctx<'_>) {
+    fn finish(mut self, ctx: &mut Ctx<'_>) {
         let db = ctx.keys.db;
+        if let Some(mut expired) = self.changes.take() {
+            let effects = ctx.keys.effects.tracking.changes();
+            effects.invalidated.append(&mut expired.invalidated);
+            effects.broadcast.append(&mut expired.broadcast);
+        }
         for key in &self.deferred {
             ctx.keys.effects.propagate(db, [&b"DEL"[..], key.as_slice()].into_iter());
         }
@@ -824,7 +844,22 @@ fn flushdb(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     ctx.keys.effects.dirty += flush_db(ctx, db, &mut dropped);
     ctx.keys.propagate([&b"FLUSHDB"[..]].into_iter());
     free_tables(dropped, background);
+    forget_tracked_keys(ctx);
     ctx.reply.ok();
+}
+
+/// After a flush: the tracking table forgets every key (of every database, even for
+/// FLUSHDB, since it is keyed by name only) and every tracking client is told that
+/// everything may have changed, as Redis's `trackingInvalidateKeysOnFlush` does.
+fn forget_tracked_keys(ctx: &mut Ctx<'_>) {
+    let tracking = &ctx.server.keyspace.tracking;
+    for i in 0..SHARDS {
+        let shard = ctx.keys.shard(i);
+        if !shard.tracking.is_empty() {
+            tracking.clear(&mut shard.tracking);
+        }
+    }
+    crate::tracking::flushed(ctx.server);
 }
 
 /// FLUSHALL [ASYNC|SYNC]. Always logged, as plain FLUSHALL.
@@ -841,6 +876,7 @@ fn flushall(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     ctx.keys.effects.dirty += removed + 1;
     ctx.keys.propagate([&b"FLUSHALL"[..]].into_iter());
     free_tables(dropped, background);
+    forget_tracked_keys(ctx);
     ctx.reply.ok();
 }
 
@@ -860,7 +896,9 @@ fn parse_swap_index(arg: &[u8]) -> Option<i64> {
 /// - a transaction WATCHing a key that exists in either database is broken (Redis's
 ///   `touchAllWatchedKeysInDb`), since the key's value may have changed under it;
 /// - a client blocked on a key that holds data after the swap is served, as if the
-///   data had just been pushed (Redis's `scanDatabaseForReadyKeys`).
+///   data had just been pushed (Redis's `scanDatabaseForReadyKeys`);
+/// - tracking clients are told nothing: Redis 7.0's SWAPDB sends no invalidation (the
+///   tracking table is keyed by name only, and the names did not change).
 ///
 /// Swapping a database with itself does nothing but is still a change, logged as
 /// sent like every successful SWAPDB.

@@ -11,7 +11,8 @@
 //!  args ─> lookup ─> arity ─> auth ─> pub/sub context ─> MULTI? queue : ─> OOM check
 //!       ─> lock the shards named by the key spec (ascending order)
 //!       ─> handler(ctx, args): reads/writes through ctx.keys, replies through ctx.reply
-//!       ─> effects: AOF record appended, blocked clients served   (locks still held)
+//!       ─> a read by a tracking client: remember its keys          (locks still held)
+//!       ─> effects: blocked clients served, invalidations queued, AOF record appended
 //!       ─> unlock, record latency
 //! ```
 //!
@@ -37,7 +38,7 @@ use std::time::{Duration, Instant};
 use crate::aof::Aof;
 use crate::blocking::Waiter;
 use crate::eviction::AccessClock;
-use crate::keyspace::{hash_bytes, shard_of, Effects, Guards, Keys};
+use crate::keyspace::{hash_bytes, shard_of, CompactBytes, Effects, Guards, Keys};
 use crate::resp::{Args, Reply};
 use crate::server::Server;
 use crate::session::Session;
@@ -276,6 +277,10 @@ pub struct Batch<'s> {
     pub key_positions: Vec<usize>,
     /// Replaying the AOF: no expiry, no logging, no eviction.
     pub loading: bool,
+    /// Keys changed while some client is in BCAST mode, with who changed them: sent
+    /// once for the whole batch ([`crate::tracking::broadcast`]), as Redis sends them
+    /// once per event-loop iteration.
+    pub bcast: Vec<(CompactBytes, u64)>,
 }
 
 impl<'s> Batch<'s> {
@@ -296,6 +301,15 @@ impl<'s> Batch<'s> {
             last_tick: Instant::now(),
             key_positions: Vec::new(),
             loading: false,
+            bcast: Vec::new(),
+        }
+    }
+
+    /// Sends the BCAST invalidations the batch's changes call for. The connection
+    /// calls it once the batch's commands have run, before it writes their replies.
+    pub fn broadcast(&mut self, server: &Server) {
+        if !self.bcast.is_empty() {
+            crate::tracking::broadcast(server, &mut self.bcast);
         }
     }
 
@@ -318,6 +332,35 @@ pub struct Ctx<'a> {
 
 /// Runs one command and appends its reply to `out`.
 pub fn execute(
+    server: &Server,
+    session: &mut Session,
+    args: &Args<'_>,
+    out: &mut Vec<u8>,
+    batch: &mut Batch<'_>,
+) -> Option<Action> {
+    let action = dispatch(server, session, args, out, batch);
+    if session.tracking.caching && !keeps_caching_flag(session, args) {
+        session.tracking.caching = false;
+    }
+    action
+}
+
+/// Whether `CLIENT CACHING yes|no` still applies after this command: it lasts through
+/// the CLIENT subcommands (so `CLIENT CACHING yes` can precede `CLIENT TRACKINGINFO`)
+/// and through a whole transaction, and ends after anything else, as Redis's
+/// `resetClient` has it. An unknown CLIENT subcommand ends it too.
+fn keeps_caching_flag(session: &Session, args: &Args<'_>) -> bool {
+    if session.multi.is_some() {
+        return true;
+    }
+    if args.len() < 2 || !is(args.get(0), "client") {
+        return false;
+    }
+    let t = table();
+    t.find(args.get(0)).is_some_and(|i| t.find_sub(t.commands[i], args.get(1)).is_some())
+}
+
+fn dispatch(
     server: &Server,
     session: &mut Session,
     args: &Args<'_>,
@@ -411,7 +454,9 @@ pub fn execute(
     }
     session.info.touch(idx, batch.now_ms);
     let guards = lock_for(server, command, args, batch);
-    let effects = Effects::new(batch.aof.is_some());
+    let mut effects = Effects::new(batch.aof.is_some());
+    effects.client = session.id;
+    effects.tracking = crate::tracking::Pending::reusing(session.tracking.spare.take());
     let mut keys = Keys::new(&server.keyspace, guards, session.db, batch.now_ms, batch.clock, effects);
     keys.loading = batch.loading;
     let mut ctx = Ctx {
@@ -425,7 +470,33 @@ pub fn execute(
     ctx.reply.proto = ctx.session.proto;
     run(&mut ctx, idx, command, args, batch);
     finish(&mut ctx, batch);
+    if ctx.keys.effects.tracking_registered || ctx.keys.effects.tracking.has_late() {
+        return after_tracked_command(ctx);
+    }
+    // `finish` emptied it: the next command reuses the box.
+    ctx.session.tracking.spare = ctx.keys.effects.tracking.into_spare();
     ctx.action
+}
+
+/// What a command that touched the tracking table leaves to do once its locks are
+/// released: keep the table within `tracking-table-max-keys`, and (test switch only)
+/// remember reads late. Out of line, so that the common path returns as before.
+#[cold]
+#[inline(never)]
+fn after_tracked_command(mut ctx: Ctx<'_>) -> Option<Action> {
+    let server = ctx.server;
+    let action = ctx.action.take();
+    let registered = ctx.keys.effects.tracking_registered;
+    let late = ctx.keys.effects.tracking.take().map(|c| c.late).filter(|l| !l.is_empty());
+    let reader = late.as_ref().map(|_| ctx.session.info.clone());
+    drop(ctx);
+    if let (Some(keys), Some(reader)) = (late, reader) {
+        crate::tracking::remember_late(server, &reader, keys);
+    }
+    if registered {
+        crate::tracking::enforce_limit(server);
+    }
+    action
 }
 
 /// Runs a command whose shards are locked, and records its latency.
@@ -438,6 +509,13 @@ pub fn run(ctx: &mut Ctx<'_>, idx: usize, command: &'static Command, args: &Args
     {
         ctx.keys.propagate_args(args.iter());
     }
+    // A session-local field first: nothing more for a client that does not track.
+    if command.flags & flag::READONLY != 0
+        && ctx.session.tracking.mode != 0
+        && crate::tracking::wants_keys(ctx.session.tracking.mode, ctx.session.tracking.caching)
+    {
+        remember_keys(ctx, command, args, batch);
+    }
     let now = Instant::now();
     let nanos = now.duration_since(batch.last_tick).as_nanos() as u64;
     batch.last_tick = now;
@@ -445,11 +523,41 @@ pub fn run(ctx: &mut Ctx<'_>, idx: usize, command: &'static Command, args: &Args
     ctx.server.commands.record(idx, nanos, failed);
 }
 
+/// A tracking client ran a read-only command: remember that it read the command's
+/// keys, under the locks the command still holds (Redis's `trackingRememberKeys`,
+/// which also counts reads that failed, WRONGTYPE included, and keys that do not exist).
+fn remember_keys(ctx: &mut Ctx<'_>, command: &Command, args: &Args<'_>, batch: &mut Batch<'_>) {
+    batch.key_positions.clear();
+    command.keys.positions(args, &mut batch.key_positions);
+    if batch.key_positions.is_empty() {
+        return;
+    }
+    let tracking = &ctx.server.keyspace.tracking;
+    for &i in &batch.key_positions {
+        let key = args.get(i);
+        if tracking.register_late() {
+            ctx.keys.effects.tracking.changes().late.push(CompactBytes::new(key));
+            continue;
+        }
+        let shard = shard_of(hash_bytes(key));
+        tracking.remember(shard, &mut ctx.keys.shard(shard).tracking, key, &ctx.session.info);
+    }
+    ctx.keys.effects.tracking_registered = true;
+}
+
 /// Applies a command's (or a transaction's) effects while its locks are still held:
-/// serves blocked clients, then appends the AOF record.
+/// serves blocked clients, queues invalidations for tracking clients, then appends the
+/// AOF record.
 pub fn finish(ctx: &mut Ctx<'_>, batch: &mut Batch<'_>) {
     if !ctx.keys.effects.ready.is_empty() {
         crate::blocking::serve_ready(&mut ctx.keys);
+    }
+    // After serving blocked clients, whose pops are changes too. Queued before the
+    // reply goes out, so a writer that got its reply knows the readers are told.
+    let client = ctx.keys.effects.client;
+    if let Some(changes) = ctx.keys.effects.tracking.get_mut() {
+        crate::tracking::deliver(ctx.server, &mut changes.invalidated, client);
+        batch.bcast.append(&mut changes.broadcast);
     }
     if ctx.keys.effects.dirty > 0 {
         ctx.server.keyspace.dirty.fetch_add(ctx.keys.effects.dirty, Ordering::Relaxed);

@@ -37,13 +37,14 @@ static PUBSUB_SUBCOMMANDS: &[Command] = &[
     cmd("pubsub|help", 2, flag::LOADING | flag::STALE, KeySpec::None, pubsub_help, "pubsub", "Show helpful text about the different subcommands", "6.2.0"),
 ];
 
-/// The client's subscription state, created on first use. The connection loop reads
-/// messages from `Subscriptions::rx` while it waits for input.
+/// The client's subscription state, created on first use. Messages arrive in the
+/// session's outbox, which the connection loop drains.
 fn subs(session: &mut Session) -> &mut Subscriptions {
     let info = session.info.clone();
-    session.subs.get_or_insert_with(|| {
-        let (subscriber, rx) = Subscriber::new(info);
-        Subscriptions { subscriber, rx, channels: Default::default(), patterns: Default::default() }
+    session.subs.get_or_insert_with(|| Subscriptions {
+        subscriber: Subscriber::new(info),
+        channels: Default::default(),
+        patterns: Default::default(),
     })
 }
 

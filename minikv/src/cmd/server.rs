@@ -17,8 +17,11 @@
 //!
 //! Left out, with the error a client gets:
 //! - SAVE and BGSAVE: minikv has no RDB snapshots; it persists with the AOF only.
-//! - MONITOR, SLOWLOG, LATENCY, SWAPDB, CLIENT PAUSE/UNPAUSE/REPLY/TRACKING/CACHING/
-//!   UNBLOCK, MEMORY STATS/DOCTOR: unknown command or subcommand.
+//! - MONITOR, SLOWLOG, LATENCY, CLIENT PAUSE/UNPAUSE/REPLY/UNBLOCK, MEMORY
+//!   STATS/DOCTOR: unknown command or subcommand.
+//!
+//! CLIENT TRACKING, CACHING, GETREDIR and TRACKINGINFO (client-side caching) are here
+//! as commands; the machinery is [`crate::tracking`].
 //! - Replication: ROLE always answers "master" with no replicas.
 //! - CONFIG REWRITE: minikv never rewrites a config file.
 
@@ -35,6 +38,7 @@ use crate::clients::ClientInfo;
 use crate::config::ConfigError;
 use crate::keyspace::{CompactBytes, Value};
 use crate::resp::{Args, Reply};
+use crate::tracking::flag as tracking_flag;
 
 /// Flags of the administrative commands (CONFIG SET, CLIENT KILL, DEBUG ...).
 const ADM: u32 = flag::ADMIN | flag::NOSCRIPT | flag::LOADING | flag::STALE;
@@ -273,6 +277,46 @@ pub static CLIENT_SUBCOMMANDS: &[Command] = &[
         "Set client eviction mode for the current connection",
         "7.0.0",
     ),
+    cmd(
+        "client|tracking",
+        -3,
+        CONN,
+        KeySpec::None,
+        client_tracking,
+        "connection",
+        "Enable or disable server assisted client side caching support",
+        "6.0.0",
+    ),
+    cmd(
+        "client|caching",
+        3,
+        CONN,
+        KeySpec::None,
+        client_caching,
+        "connection",
+        "Instruct the server about tracking or not keys in the next request",
+        "6.0.0",
+    ),
+    cmd(
+        "client|getredir",
+        2,
+        CONN,
+        KeySpec::None,
+        client_getredir,
+        "connection",
+        "Get tracking notifications redirection client ID if any",
+        "6.0.0",
+    ),
+    cmd(
+        "client|trackinginfo",
+        2,
+        CONN,
+        KeySpec::None,
+        client_trackinginfo,
+        "connection",
+        "Return information about server assisted client side caching for the current connection",
+        "6.2.0",
+    ),
     cmd("client|help", 2, HELPFUL, KeySpec::None, client_help, "connection", HELP_SUMMARY, "5.0.0"),
 ];
 
@@ -497,6 +541,11 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         let max = config.live.maxclients.load(Ordering::Relaxed);
         ctx.server.limit.set_max(max);
     }
+    // A lower tracking-table-max-keys takes effect at once, as in Redis. Inside EXEC
+    // the shard locks are held (evicting would lock them again): the cron does it.
+    if params.iter().any(|(name, _)| name == "tracking-table-max-keys") && ctx.keys.guards.is_empty() {
+        crate::tracking::enforce_limit(ctx.server);
+    }
     ctx.reply.ok();
 }
 
@@ -621,6 +670,10 @@ fn unknown_type(name: &[u8]) -> String {
 /// obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default redir=-1 resp=2
 /// ```
 ///
+/// Flags are Redis's letters for what minikv has: `P` subscribed, `x` in MULTI, `b`
+/// blocked, `t` tracking, `R` tracking with a broken redirect, `B` BCAST tracking, `N`
+/// none of these. `redir` is the tracking redirect (0 without one, -1 not tracking).
+///
 /// Every field a client may parse is present. The buffer and memory fields (`qbuf`
 /// to `tot-mem`) are 0: the connection does not account its buffers per client.
 /// `multi` is the number of queued commands for the calling client; for another
@@ -643,6 +696,16 @@ fn client_line(out: &mut String, c: &ClientInfo, now_ms: u64, own_multi: Option<
     if c.blocked.load(Ordering::Relaxed) {
         flags.push('b');
     }
+    let tracking = c.tracking.flags();
+    if tracking & tracking_flag::ON != 0 {
+        flags.push('t');
+    }
+    if tracking & tracking_flag::BROKEN_REDIRECT != 0 {
+        flags.push('R');
+    }
+    if tracking & tracking_flag::BCAST != 0 {
+        flags.push('B');
+    }
     if flags.is_empty() {
         flags.push('N');
     }
@@ -652,7 +715,7 @@ fn client_line(out: &mut String, c: &ClientInfo, now_ms: u64, own_multi: Option<
     let _ = write!(
         out,
         "id={} addr={} laddr={} fd={} name={} age={age} idle={idle} flags={flags} db={} sub={} psub={} ssub=0 multi={multi} \
-         qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user=default redir=-1 resp={}",
+         qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user=default redir={} resp={}",
         c.id,
         c.peer,
         c.local,
@@ -661,6 +724,7 @@ fn client_line(out: &mut String, c: &ClientInfo, now_ms: u64, own_multi: Option<
         c.db.load(Ordering::Relaxed),
         c.subscriptions.load(Ordering::Relaxed),
         c.pattern_subscriptions.load(Ordering::Relaxed),
+        c.tracking.redirect_for_display(),
         c.resp.load(Ordering::Relaxed),
     );
     let lib_name = c.lib_name.lock().clone();
@@ -864,11 +928,118 @@ fn client_no_evict(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     }
 }
 
+/// CLIENT TRACKING on|off [REDIRECT id] [BCAST] [PREFIX p ...] [OPTIN] [OPTOUT]
+/// [NOLOOP]: parsed and checked by [`crate::tracking`] in Redis 7.0's order, with its
+/// messages.
+fn client_tracking(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let words: Vec<&[u8]> = args.iter().skip(2).collect();
+    let clients = &ctx.server.clients;
+    let parsed = crate::tracking::parse_tracking(&words, |id| clients.get(id).is_some_and(|c| !c.is_gone()));
+    let req = match parsed {
+        Ok(req) => req,
+        Err(e) => return ctx.reply.error_bytes(&e.message()),
+    };
+    if !req.on {
+        crate::tracking::disable(ctx.server, ctx.session);
+        return ctx.reply.ok();
+    }
+    let current = ctx.session.info.tracking.flags();
+    if let Err(e) = crate::tracking::check_enable(&req, current, &ctx.session.tracking.prefixes) {
+        return ctx.reply.error_bytes(&e.message());
+    }
+    let target = match req.redirect {
+        0 => None,
+        // Checked while parsing; it may have left since.
+        id => match clients.get(id) {
+            Some(c) => Some(c),
+            None => return ctx.reply.error_bytes(&crate::tracking::TrackingError::NoSuchRedirect.message()),
+        },
+    };
+    crate::tracking::enable(ctx.server, ctx.session, &req, target);
+    ctx.reply.ok();
+}
+
+/// CLIENT CACHING yes|no: whether the next command's reads are remembered, for a client
+/// tracking in OPTIN (yes) or OPTOUT (no) mode.
+fn client_caching(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let flags = ctx.session.info.tracking.flags();
+    if flags & tracking_flag::ON == 0 {
+        return ctx.reply.error(
+            "ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled",
+        );
+    }
+    let opt = args.get(2);
+    if is(opt, "yes") {
+        if flags & tracking_flag::OPTIN == 0 {
+            return ctx.reply.error("ERR CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode.");
+        }
+    } else if is(opt, "no") {
+        if flags & tracking_flag::OPTOUT == 0 {
+            return ctx.reply.error("ERR CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode.");
+        }
+    } else {
+        return ctx.reply.error(ERR_SYNTAX);
+    }
+    ctx.session.tracking.caching = true;
+    ctx.reply.ok();
+}
+
+fn client_getredir(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
+    ctx.reply.int(ctx.session.info.tracking.redirect_for_display());
+}
+
+/// CLIENT TRACKINGINFO: flags (a set), redirect and prefixes, as Redis 7.0 prints them.
+fn client_trackinginfo(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
+    let flags = ctx.session.info.tracking.flags();
+    let caching = ctx.session.tracking.caching;
+    let mut names: Vec<&str> = vec![if flags & tracking_flag::ON != 0 { "on" } else { "off" }];
+    if flags & tracking_flag::BCAST != 0 {
+        names.push("bcast");
+    }
+    if flags & tracking_flag::OPTIN != 0 {
+        names.push("optin");
+        if caching {
+            names.push("caching-yes");
+        }
+    }
+    if flags & tracking_flag::OPTOUT != 0 {
+        names.push("optout");
+        if caching {
+            names.push("caching-no");
+        }
+    }
+    if flags & tracking_flag::NOLOOP != 0 {
+        names.push("noloop");
+    }
+    if flags & tracking_flag::BROKEN_REDIRECT != 0 {
+        names.push("broken_redirect");
+    }
+    let redirect = ctx.session.info.tracking.redirect_for_display();
+    let r = &mut ctx.reply;
+    r.map(3);
+    r.bulk(b"flags");
+    r.set(names.len());
+    for n in names {
+        r.bulk(n.as_bytes());
+    }
+    r.bulk(b"redirect");
+    r.int(redirect);
+    r.bulk(b"prefixes");
+    r.array(ctx.session.tracking.prefixes.len());
+    for p in &ctx.session.tracking.prefixes {
+        r.bulk(p);
+    }
+}
+
 fn client_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
     reply_help(
         &mut ctx.reply,
         "CLIENT",
         &[
+            "CACHING (YES|NO)",
+            "    Enable/disable tracking of the keys for next command in OPTIN/OPTOUT modes.",
+            "GETREDIR",
+            "    Return the client ID we are redirecting to when tracking is enabled.",
             "GETNAME",
             "    Return the name of the current connection.",
             "ID",
@@ -899,6 +1070,11 @@ fn client_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
             "    Set client meta attr. Options are:",
             "    * LIB-NAME: the client lib name.",
             "    * LIB-VER: the client lib version.",
+            "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]]",
+            "         [OPTIN] [OPTOUT] [NOLOOP]",
+            "    Control server assisted client side caching.",
+            "TRACKINGINFO",
+            "    Report tracking status for the current connection.",
             "NO-EVICT (ON|OFF)",
             "    Protect current client connection from eviction.",
         ],
@@ -1523,6 +1699,19 @@ fn debug(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         let on = atoi(args.get(2)) != 0;
         ctx.server.config.live.active_expire.store(on, Ordering::Relaxed);
         ctx.reply.ok();
+    } else if is(sub, "tracking-drop-invalidations") && args.len() == 3 {
+        // minikv only, for tests: proves that a lost invalidation is noticed.
+        match int_arg(args.get(2)) {
+            Some(n) if n >= 0 => {
+                ctx.server.keyspace.tracking.drop_next_invalidations(n as u64);
+                ctx.reply.ok();
+            }
+            _ => ctx.reply.error(ERR_NOT_INTEGER),
+        }
+    } else if is(sub, "tracking-register-late") && args.len() == 3 {
+        // minikv only, for tests: the race the tracking design avoids, to show it is caught.
+        ctx.server.keyspace.tracking.set_register_late(atoi(args.get(2)) != 0);
+        ctx.reply.ok();
     } else if is(sub, "help") && args.len() == 2 {
         reply_help(
             &mut ctx.reply,
@@ -1534,6 +1723,12 @@ fn debug(ctx: &mut Ctx<'_>, args: &Args<'_>) {
                 "    default.",
                 "SLEEP <seconds>",
                 "    Stop the server for <seconds>. Decimals allowed.",
+                "TRACKING-DROP-INVALIDATIONS <count>",
+                "    minikv only, for tests: drop the next <count> client-side caching",
+                "    invalidations.",
+                "TRACKING-REGISTER-LATE <0|1>",
+                "    minikv only, for tests: remember tracked reads after the command's shard",
+                "    locks are released (a race that loses invalidations).",
             ],
         );
     } else {

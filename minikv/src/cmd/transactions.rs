@@ -148,8 +148,9 @@ pub fn exec(server: &Server, session: &mut Session, out: &mut Vec<u8>, batch: &m
     shards.sort_unstable();
     shards.dedup();
     let guards = if whole_keyspace { server.keyspace.lock_all() } else { server.keyspace.lock_indices(&shards) };
-    let mut keys =
-        Keys::new(&server.keyspace, guards, session.db, batch.now_ms, batch.clock, Effects::new(batch.aof.is_some()));
+    let mut effects = Effects::new(batch.aof.is_some());
+    effects.client = session.id;
+    let mut keys = Keys::new(&server.keyspace, guards, session.db, batch.now_ms, batch.clock, effects);
     keys.loading = batch.loading;
 
     if watch_broken(&mut keys, session) {
@@ -175,8 +176,12 @@ pub fn exec(server: &Server, session: &mut Session, out: &mut Vec<u8>, batch: &m
         ctx.action = None;
     }
     super::finish(&mut ctx, batch);
+    let registered = ctx.keys.effects.tracking_registered;
     drop(ctx);
     unwatch_all(server, session);
+    if registered {
+        crate::tracking::enforce_limit(server);
+    }
     None
 }
 

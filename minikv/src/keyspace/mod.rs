@@ -26,6 +26,8 @@
 //! - WATCH: any change to a key (including expiry, eviction and FLUSH) marks the
 //!   transactions watching it;
 //! - blocked clients: a push to a key that someone is BLPOP-ing marks the key ready;
+//! - client-side caching: a change to a key that tracking clients read takes it out of
+//!   the shard's tracking table, to invalidate it for them ([`crate::tracking`]);
 //! - the AOF: what a command changed is encoded for the append-only file.
 
 pub mod compact;
@@ -44,6 +46,7 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::blocking::Waiter;
 use crate::eviction::AccessClock;
 use crate::resp::encode_command;
+use crate::tracking::{Invalidated, Pending, Tracking};
 use crate::transaction::WatchFlag;
 pub use compact::CompactBytes;
 pub use dict::{hash_bytes, Dict};
@@ -78,6 +81,10 @@ pub struct Shard {
     pub watched: HashMap<(usize, CompactBytes), Vec<Arc<WatchFlag>>>,
     /// Clients blocked (BLPOP and friends) on keys of this shard, oldest first.
     pub blocked: HashMap<(usize, CompactBytes), std::collections::VecDeque<Arc<Waiter>>>,
+    /// Keys of this shard that tracking clients read, with their readers. Under the
+    /// shard lock, so a read and a later write of the same key are ordered by the lock
+    /// both take (see `tracking.rs`).
+    pub tracking: crate::tracking::ShardTable,
     pub stats: ShardStats,
 }
 
@@ -87,11 +94,39 @@ impl Shard {
             dbs: (0..databases).map(|_| Table::default()).collect(),
             watched: HashMap::new(),
             blocked: HashMap::new(),
+            tracking: Default::default(),
             stats: ShardStats::default(),
         }
     }
 
+    /// Everything that follows a change to `key` besides the change itself, as Redis's
+    /// `signalModifiedKey`: WATCHes break, and tracking clients that read it get an
+    /// invalidation (collected in `changes`, sent by the caller before it unlocks).
+    /// `by` is the client whose command changed it, 0 for expiry and eviction.
+    #[inline(always)]
+    pub fn key_changed(&mut self, db: usize, key: &[u8], tracking: &Tracking, pending: &mut Pending, by: u64) {
+        self.touch_watchers(db, key);
+        // The whole cost of tracking for a write when nobody tracks: a length under the
+        // lock already held, and one relaxed load.
+        if !self.tracking.is_empty() || tracking.bcast_active() {
+            self.key_changed_for_tracking(key, tracking, pending, by);
+        }
+    }
+
+    #[inline(never)]
+    fn key_changed_for_tracking(&mut self, key: &[u8], tracking: &Tracking, pending: &mut Pending, by: u64) {
+        if !self.tracking.is_empty() {
+            if let Some(readers) = tracking.take(&mut self.tracking, key) {
+                pending.changes().invalidated.push(Invalidated { key: CompactBytes::new(key), readers });
+            }
+        }
+        if tracking.bcast_active() {
+            pending.changes().broadcast.push((CompactBytes::new(key), by));
+        }
+    }
+
     /// Marks the transactions watching `key` as dirty.
+    #[inline]
     pub fn touch_watchers(&mut self, db: usize, key: &[u8]) {
         if self.watched.is_empty() {
             return;
@@ -125,6 +160,9 @@ pub struct Keyspace {
     databases: usize,
     /// Keys changed since start (INFO's `rdb_changes_since_last_save` analogue).
     pub dirty: AtomicU64,
+    /// Client-side caching: counters and BCAST prefixes (the per-key tables are in the
+    /// shards). Here rather than in `Server` because every write path reaches it.
+    pub tracking: Tracking,
 }
 
 impl Keyspace {
@@ -134,6 +172,7 @@ impl Keyspace {
             shards: (0..SHARDS).map(|_| CachePadded::new(Mutex::new(Shard::new(databases)))).collect(),
             databases,
             dirty: AtomicU64::new(0),
+            tracking: Tracking::default(),
         }
     }
 
@@ -298,6 +337,14 @@ pub struct Effects {
     pub command_propagated: bool,
     /// Keys that received data while clients are blocked on them.
     pub ready: Vec<(usize, CompactBytes)>,
+    /// The client running the command, 0 for none: NOLOOP tracking clients are not
+    /// told about their own changes.
+    pub client: u64,
+    /// Invalidations the changes call for, sent by the dispatcher before unlocking.
+    pub tracking: Pending,
+    /// The command remembered keys for a tracking client: the table may be over
+    /// `tracking-table-max-keys` once the locks are released.
+    pub tracking_registered: bool,
 }
 
 impl Effects {
@@ -462,7 +509,9 @@ impl<'a> Keys<'a> {
         let s = self.guards.shard(shard);
         let (key, _) = s.dbs[db].remove_at(pos);
         s.stats.expired_keys += 1;
-        s.touch_watchers(db, &key);
+        // An expiry has no author for BCAST's NOLOOP (Redis passes no client), but
+        // default-mode NOLOOP still leaves out the client whose access expired it.
+        s.key_changed(db, &key, &self.space.tracking, &mut self.effects.tracking, 0);
         self.effects.propagate(db, [&b"DEL"[..], &key].into_iter());
     }
 
@@ -526,7 +575,9 @@ impl<'a> Keys<'a> {
     }
 
     /// Records that `key` changed: one unit of dirtiness (so the command goes to the
-    /// AOF), broken WATCHes, and a wake-up for clients blocked on it.
+    /// AOF), broken WATCHes, invalidations for tracking clients, and a wake-up for
+    /// clients blocked on it.
+    #[inline]
     pub fn modified(&mut self, key: &[u8]) {
         self.modified_by(key, 1);
     }
@@ -535,11 +586,13 @@ impl<'a> Keys<'a> {
     /// of three new members counts three, as Redis's `server.dirty` does). Zero is
     /// allowed: the key was touched (WATCH breaks, as Redis's `signalModifiedKey`
     /// does) but nothing needs logging, as for an LTRIM that removed nothing.
+    #[inline]
     pub fn modified_by(&mut self, key: &[u8], changes: u64) {
         self.effects.dirty += changes;
         let db = self.db;
+        let by = self.effects.client;
         let shard = self.guards.shard(shard_of(hash_bytes(key)));
-        shard.touch_watchers(db, key);
+        shard.key_changed(db, key, &self.space.tracking, &mut self.effects.tracking, by);
         if !shard.blocked.is_empty() {
             let k = CompactBytes::new(key);
             if shard.blocked.contains_key(&(db, k.clone()))

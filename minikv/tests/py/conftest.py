@@ -135,7 +135,9 @@ class ServerProcess:
 
 
 def minikv_binary() -> Path:
-    return Path(os.environ.get("MINIKV_BIN", REPO / "target" / "debug" / "minikv"))
+    # Resolved now: the servers run with their own working directory, where a relative
+    # MINIKV_BIN (`MINIKV_BIN=target/debug/minikv`) would name nothing.
+    return Path(os.environ.get("MINIKV_BIN", REPO / "target" / "debug" / "minikv")).resolve()
 
 
 @pytest.fixture(scope="session")

@@ -251,6 +251,10 @@ class Step:
     raw: Optional[bytes] = None
     #: Seconds to wait before the step (e.g. for a key to expire).
     sleep: float = 0.0
+    #: Arguments that differ between the servers, built per side as
+    #: `per_side(side, differ)` (e.g. `CLIENT TRACKING on REDIRECT <that server's id>`);
+    #: `args` is then only the description.
+    per_side: Optional[Callable] = None
 
     def describe(self) -> str:
         if self.raw is not None:
@@ -303,6 +307,40 @@ def Sleep(seconds: float) -> Step:
     return Step((), replies=0, conn="main", sleep=seconds)
 
 
+class Sync(Step):
+    """PING on `conn`, reading every reply up to and including its PONG: the pushes the
+    connection was sent before it (invalidations, pub/sub messages) are compared as a
+    list, without sleeping. Both servers queue a push for a client before they answer
+    the command that caused it, and write a client's queued pushes before the reply to
+    its next command, so once the causing command has been answered, a PING collects
+    them deterministically. A subscribed RESP2 connection's PONG is `pong` in an array."""
+
+    PONGS = (b"+PONG\r\n", b"*2\r\n$4\r\npong\r\n$0\r\n\r\n")
+    #: A connection that keeps sending more than this before its PONG is broken.
+    MAX_REPLIES = 10_000
+
+    def __init__(self, conn: str = "main", check: "Check" = EXACT):
+        super().__init__(("PING",), conn=conn, check=check)
+
+    def describe(self) -> str:
+        return f"PING on {self.conn} (pushes up to its PONG)"
+
+
+class Close(Step):
+    """Closes connection `conn` on both servers, then waits until each server has
+    noticed (CLIENT LIST no longer lists it), so that the next step sees it gone.
+    Needs `Differ(record_ids=True)`."""
+
+    #: How long a server may take to notice a closed connection.
+    TIMEOUT_S = 10.0
+
+    def __init__(self, conn: str):
+        super().__init__((), conn=conn, replies=0)
+
+    def describe(self) -> str:
+        return f"close {self.conn}"
+
+
 class ScanAll(Step):
     """SCAN/SSCAN/HSCAN/ZSCAN to the end: cursor values are each server's business, so
     the comparison is on the set of everything returned (duplicates removed, as the
@@ -344,6 +382,11 @@ class Differ:
     queued: dict = field(default_factory=dict)
     #: Per connection: the database it selected (for probes of `Structural` checks).
     db: dict = field(default_factory=dict)
+    #: Ask each new connection for its CLIENT ID on both servers (kept in `ids`), for
+    #: steps and checks that must name a connection (tracking REDIRECT).
+    record_ids: bool = False
+    #: `(side, connection name)` to that connection's client id on that server.
+    ids: dict = field(default_factory=dict)
 
     def close(self) -> None:
         for real, kv in self.conns.values():
@@ -357,6 +400,9 @@ class Differ:
             self.db[name] = 0
             if self.protocol == 3:
                 self.run(Step(("HELLO", "3"), check=self.hello_check, conn=name))
+            if self.record_ids:
+                for side, c in zip(("redis", "minikv"), self.conns[name]):
+                    self.ids[(side, name)] = int(c.call("CLIENT", "ID")[1:-2])
         return self.conns[name]
 
     def probe(self, side: str, *args):
@@ -377,6 +423,8 @@ class Differ:
     def run(self, step: Step) -> None:
         if step.sleep:
             time.sleep(step.sleep)
+        if isinstance(step, Close):
+            return self._close(step)
         if step.replies == 0 and not step.args and step.raw is None:
             return
         if isinstance(step, ScanAll):
@@ -387,9 +435,14 @@ class Differ:
         replies = []
         for side, conn, srv in (("redis", real, self.real_srv), ("minikv", kv, self.kv_srv)):
             try:
+                if step.per_side is not None:
+                    data = encode_command(step.per_side(side, self))
                 if data:
                     conn.send_raw(data)
-                replies.append([conn.read_reply() for _ in range(step.replies)])
+                if isinstance(step, Sync):
+                    replies.append(self._until_pong(conn))
+                else:
+                    replies.append([conn.read_reply() for _ in range(step.replies)])
             except (ServerClosed, TimeoutError, OSError) as e:
                 detail = srv.log_tail() if not srv.alive() else ""
                 self.transcript.append((index, step.describe(), f"{side} failed: {e}"))
@@ -398,6 +451,12 @@ class Differ:
                 )
                 raise _Abort() from None
         check = self._check_for(step, replies[0])
+        if isinstance(step, Sync) and len(replies[0]) != len(replies[1]):
+            r, k = b"".join(replies[0]), b"".join(replies[1])
+            self.transcript.append((index, step.describe(), (r, k)))
+            reason = f"{len(replies[0]) - 1} push(es) from redis, {len(replies[1]) - 1} from minikv"
+            self.mismatches.append(Mismatch(index, step.describe(), check.name, reason, r, k))
+            return
         if getattr(check, "whole", False):
             problem = check.differs_many(replies[0], replies[1], self)
             r, k = b"".join(replies[0]), b"".join(replies[1])
@@ -415,6 +474,32 @@ class Differ:
             if problem:
                 self.mismatches.append(Mismatch(index, step.describe(), check.name, problem, r, k))
         self._track(step, replies[0])
+
+    def _close(self, step: Close) -> None:
+        pair = self.conns.pop(step.conn, None)
+        if pair is None:
+            return
+        for c in pair:
+            c.close()
+        for side, srv in (("redis", self.real_srv), ("minikv", self.kv_srv)):
+            gone_id = self.ids[(side, step.conn)]
+            deadline = time.monotonic() + Close.TIMEOUT_S
+            with srv.connect() as probe:
+                while b"id=" in probe.call("CLIENT", "LIST", "ID", gone_id):
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"{side} still lists client {gone_id} {Close.TIMEOUT_S}s after close")
+                    time.sleep(0.005)
+        self.transcript.append((len(self.transcript), step.describe(), b""))
+
+    @staticmethod
+    def _until_pong(conn) -> list:
+        out = []
+        for _ in range(Sync.MAX_REPLIES):
+            reply = conn.read_reply()
+            out.append(reply)
+            if reply in Sync.PONGS:
+                return out
+        raise AssertionError(f"no PONG within {Sync.MAX_REPLIES} replies")
 
     def _check_for(self, step: Step, real_replies) -> Check:
         name = str(step.args[0]).upper() if step.args else ""
