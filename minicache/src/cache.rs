@@ -823,50 +823,31 @@ where
 
     /// Removes every entry.
     pub fn invalidate_all(&self) {
-        let inner = &*self.inner;
-        let now = inner.clock.now();
-        for shard in inner.shards.iter() {
-            let mut removals = Removals::new();
-            {
-                let mut core = shard.core.lock();
-                core.drain_reads(&shard.reads, inner.stale_grace);
-                let mut map = shard.map.write();
-                let slots: Vec<(u32, bool)> =
-                    map.iter().map(|(_, entry)| (entry.slot(), now >= entry.expires_at())).collect();
-                for (slot, expired) in slots {
-                    let cause = if expired { RemovalCause::Expired } else { RemovalCause::Explicit };
-                    core.remove_slot(&mut map, slot, cause, &shard.counters, &mut removals);
-                }
-                shard.publish_size(&map, &core);
+        self.sweep_shards(|core, map, now, counters, removals| {
+            let slots: Vec<(u32, bool)> =
+                map.iter().map(|(_, entry)| (entry.slot(), now >= entry.expires_at())).collect();
+            for (slot, expired) in slots {
+                let cause = if expired { RemovalCause::Expired } else { RemovalCause::Explicit };
+                core.remove_slot(map, slot, cause, counters, removals);
             }
-            inner.notify(removals);
-        }
+        });
     }
 
     /// Removes every live entry for which `predicate` holds. The predicate runs under the
     /// shard's locks: it must not call the cache.
     pub fn invalidate_if(&self, predicate: impl Fn(&K, &V) -> bool) {
-        let inner = &*self.inner;
-        let now = inner.clock.now();
-        for shard in inner.shards.iter() {
-            let mut removals = Removals::new();
-            {
-                let mut core = shard.core.lock();
-                core.drain_reads(&shard.reads, inner.stale_grace);
-                let mut map = shard.map.write();
-                core.expire(&mut map, now, inner.stale_grace, &shard.counters, &mut removals);
-                let slots: Vec<u32> = map
-                    .iter()
-                    .filter(|(key, entry)| now < entry.expires_at() && predicate(key, &entry.value))
-                    .map(|(_, entry)| entry.slot())
-                    .collect();
-                for slot in slots {
-                    core.remove_slot(&mut map, slot, RemovalCause::Explicit, &shard.counters, &mut removals);
-                }
-                shard.publish_size(&map, &core);
+        let stale_grace = self.inner.stale_grace;
+        self.sweep_shards(|core, map, now, counters, removals| {
+            core.expire(map, now, stale_grace, counters, removals);
+            let slots: Vec<u32> = map
+                .iter()
+                .filter(|(key, entry)| now < entry.expires_at() && predicate(key, &entry.value))
+                .map(|(_, entry)| entry.slot())
+                .collect();
+            for slot in slots {
+                core.remove_slot(map, slot, RemovalCause::Explicit, counters, removals);
             }
-            inner.notify(removals);
-        }
+        });
     }
 
     /// Whether `key` is present and not expired. Records no access and counts nothing.
@@ -918,6 +899,20 @@ where
     /// removes every expired entry. For tests and benchmarks; the cache does this on its
     /// own as it is used.
     pub fn run_pending_tasks(&self) {
+        let stale_grace = self.inner.stale_grace;
+        self.sweep_shards(|core, map, now, counters, removals| {
+            core.expire(map, now, stale_grace, counters, removals);
+        });
+    }
+
+    /// Runs `work` on every shard in turn with both of its locks held (core, then map, the
+    /// one lock order), after draining its read buffer so the policy is up to date; then
+    /// publishes the shard's size and, with the locks released, tells the listener what
+    /// `work` removed. The frame of every whole-cache operation.
+    fn sweep_shards(
+        &self,
+        mut work: impl FnMut(&mut ShardCore<V>, &mut Table<K, V>, Nanos, &ShardCounters, &mut Removals<K, V>),
+    ) {
         let inner = &*self.inner;
         let now = inner.clock.now();
         for shard in inner.shards.iter() {
@@ -926,7 +921,7 @@ where
                 let mut core = shard.core.lock();
                 core.drain_reads(&shard.reads, inner.stale_grace);
                 let mut map = shard.map.write();
-                core.expire(&mut map, now, inner.stale_grace, &shard.counters, &mut removals);
+                work(&mut core, &mut map, now, &shard.counters, &mut removals);
                 shard.publish_size(&map, &core);
             }
             inner.notify(removals);
