@@ -91,8 +91,13 @@ if ((want_rust)); then
   cargo test --workspace
   say "cargo test (minicache's single-flight under shuttle's randomized scheduler)"
   cargo test -p minicache --features shuttle --test shuttle
+  say "cargo test (miniraft's deliberately broken variants, each caught: core, simulator, real processes)"
+  cargo test -p miniraft --features broken --lib raft
+  cargo test -p miniraft --features broken --test broken
+  cargo test -p miniraft --features broken --test processes the_checker
   say "cargo clippy"
   cargo clippy --workspace --all-targets -- -D warnings
+  cargo clippy -p miniraft -p mini-cli --features miniraft/broken,mini-cli/broken --all-targets -- -D warnings
 fi
 
 if ((want_python)); then

@@ -42,6 +42,24 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Where the servers' temporary directories go, and the filesystem there, from
+/// /proc/self/mounts: "/tmp (ext4)". Benchmarks that fsync print it, since the
+/// filesystem decides what an fsync costs.
+pub fn data_dir() -> String {
+    let dir = std::env::temp_dir();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let fs = mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, mount, fs) = (fields.next()?, fields.next()?, fields.next()?);
+            dir.starts_with(mount).then_some((mount.len(), fs))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or("unknown filesystem", |(_, fs)| fs);
+    format!("{} ({fs})", dir.display())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

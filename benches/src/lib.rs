@@ -22,6 +22,9 @@
 //!             ──> cache/contenders.rs: minicache's policies, moka, quick_cache, replayed
 //!                 in process; cache/lru.rs (exact LRU), cache/optimal.rs (Bélády)
 //!             ──> cache/report.rs: hit ratios per trace and capacity, bars, JSON lines
+//!  raft::run ──> three `miniraft` processes through server.rs, the leader found by RAFT.STATUS
+//!            ──> 1, 16 and 256 proposers (the `redis` crate), SETs acknowledged once committed
+//!            ──> writes/s and latency percentiles per proposer count, a table or JSON
 //! ```
 //!
 //! Both read the machine the same way ([`environment`]) and draw the same progress
@@ -57,6 +60,7 @@ pub mod mass_insert;
 pub mod process;
 pub mod progress;
 pub mod queue;
+pub mod raft;
 pub mod redis_benchmark;
 pub mod report;
 pub mod server;

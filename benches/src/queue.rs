@@ -46,7 +46,7 @@ use indicatif::ProgressBar;
 use self::cycle::{Tubes, Workload};
 use self::report::{Comparison, Environment, QueueReport, Run, RunFigures, Settings, SystemRuns};
 use self::servers::{Durability, System};
-use crate::environment::{cores, cpu_model, version_line_with};
+use crate::environment::{cores, cpu_model, data_dir, version_line_with};
 use crate::log::cpu;
 use crate::process::{find_on_path, locate_built};
 use crate::{interrupt, progress, BenchError};
@@ -318,23 +318,6 @@ fn client_runtime(threads: usize) -> Result<tokio::runtime::Runtime, BenchError>
         b
     };
     builder.enable_all().build().map_err(BenchError::io("can't start the client runtime"))
-}
-
-/// Where the servers' temporary directories go, and the filesystem there, from
-/// /proc/self/mounts: "/tmp (ext4)".
-fn data_dir() -> String {
-    let dir = std::env::temp_dir();
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let fs = mounts
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (_, mount, fs) = (fields.next()?, fields.next()?, fields.next()?);
-            dir.starts_with(mount).then_some((mount.len(), fs))
-        })
-        .max_by_key(|(len, _)| *len)
-        .map_or("unknown filesystem", |(_, fs)| fs);
-    format!("{} ({fs})", dir.display())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use minibench::log::brokers::System;
 use minibench::queue::cycle::Tubes;
 use minibench::queue::servers::{Durability, System as QueueSystem};
-use minibench::{cache, kv, log, queue, report, BenchError};
+use minibench::{cache, kv, log, queue, raft, report, BenchError};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
@@ -47,6 +47,13 @@ pub enum BenchCommand {
     /// replay above the optimum (one that is means the replayer is broken, and the command
     /// fails after printing the report).
     Cache(CacheArgs),
+    /// miniraft: a 3-node cluster on loopback, SETs of 100-byte values from 1, 16 and 256
+    /// concurrent proposers (one connection each, the `redis` crate) to the leader for
+    /// --seconds each: committed writes/s and p50/p99/max latency per level. A write is
+    /// acknowledged once committed on a majority (fsynced on each, unless
+    /// --unsafe-no-fsync) and applied. Needs the miniraft binary next to `mini` (or
+    /// --miniraft-bin, or MINIRAFT_BIN).
+    Raft(RaftArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -169,6 +176,29 @@ pub struct CacheArgs {
     output: OutputArgs,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct RaftArgs {
+    /// How long each proposer count runs, in seconds [default: 10, or 1 with --quick].
+    #[arg(long, value_name = "S", value_parser = parse_seconds)]
+    seconds: Option<f64>,
+    /// Concurrent proposers, one connection each (comma-separated).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "1,16,256",
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    proposers: Vec<u64>,
+    /// Start the nodes with --unsafe-no-fsync (etcd's flag): writes reach the OS but are
+    /// never fsynced.
+    #[arg(long)]
+    unsafe_no_fsync: bool,
+    /// The miniraft binary [default: $MINIRAFT_BIN, else `miniraft` next to `mini`].
+    #[arg(long, value_name = "PATH")]
+    miniraft_bin: Option<PathBuf>,
+    /// A smoke test: one second per proposer count.
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
 /// How a benchmark's report is shown, the same for every benchmark.
 #[derive(clap::Args, Debug)]
 pub struct OutputArgs {
@@ -217,6 +247,7 @@ pub fn run(command: BenchCommand) -> i32 {
         BenchCommand::Queue(args) => exit_code("queue", bench_queue(&args), queue::QueueBenchError::is_interrupted),
         // A replay starts no process and holds nothing to clean up: Ctrl-C just ends it.
         BenchCommand::Cache(args) => exit_code("cache", bench_cache(&args), |_| false),
+        BenchCommand::Raft(args) => exit_code("raft", bench_raft(&args), raft::RaftBenchError::is_interrupted),
     }
 }
 
@@ -328,6 +359,23 @@ fn bench_cache(args: &CacheArgs) -> Result<(), cache::CacheBenchError> {
         eprintln!("{}", cache::report::render_bars_table(&report));
     }
     cache::check_ceiling(&report)
+}
+
+fn raft_options(args: &RaftArgs) -> raft::Options {
+    let mut options = if args.quick { raft::Options::quick() } else { raft::Options::full() };
+    if let Some(s) = args.seconds {
+        options.seconds = std::time::Duration::from_secs_f64(s);
+    }
+    options.proposers = args.proposers.iter().map(|&p| p as usize).collect();
+    options.fsync = !args.unsafe_no_fsync;
+    options.miniraft_bin = args.miniraft_bin.clone();
+    options
+}
+
+fn bench_raft(args: &RaftArgs) -> Result<(), raft::RaftBenchError> {
+    let report = raft::run(&raft_options(args))?;
+    let markdown = raft::render_markdown(&report);
+    Ok(emit(|| serde_json::to_string_pretty(&report), &markdown, &args.output)?)
 }
 
 /// Prints a report: its JSON (from `to_json`) with `--json`, else the markdown; the
@@ -528,5 +576,20 @@ mod tests {
         assert!(refused(&["log", "--records", "0"]));
         assert!(refused(&["log", "--window", "0"]));
         assert!(refused(&["log", "--rounds", "0"]));
+    }
+    #[test]
+    fn raft_defaults_are_the_issues_benchmark_and_flags_change_them() {
+        let parse_raft = |line: &[&str]| match parse_command(line) {
+            BenchCommand::Raft(args) => raft_options(&args),
+            other => panic!("not raft: {other:?}"),
+        };
+        let o = parse_raft(&["raft"]);
+        assert_eq!((o.seconds.as_secs(), o.proposers.as_slice(), o.fsync), (10, &[1, 16, 256][..], true));
+        let o = parse_raft(&["raft", "--quick", "--proposers", "4,8", "--unsafe-no-fsync", "--miniraft-bin", "/x"]);
+        assert_eq!((o.seconds.as_secs(), o.proposers.as_slice(), o.fsync), (1, &[4, 8][..], false));
+        assert_eq!(o.miniraft_bin.as_deref(), Some(std::path::Path::new("/x")));
+        assert_eq!(parse_raft(&["raft", "--seconds", "2.5"]).seconds.as_secs_f64(), 2.5);
+        let argv = ["bench", "raft", "--proposers", "0"];
+        assert!(Wrapper::try_parse_from(argv).is_err(), "zero proposers is refused");
     }
 }

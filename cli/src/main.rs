@@ -10,15 +10,18 @@
 //!                              use a beanstalk server (miniqueue or beanstalkd) from the shell
 //! mini bench queue             miniqueue vs beanstalkd 1.12
 //! mini bench cache             minicache's hit ratios vs moka, quick_cache, LRU and optimal
+//! mini bench raft              a 3-node miniraft cluster at 1, 16 and 256 proposers
+//! mini sim raft --seeds N      miniraft under deterministic simulation with injected faults
 //! ```
 //!
 //! This crate only parses the command line and calls the libraries (`minikv`,
-//! `minilog`, `minibench`): no system logic lives here, so what you read in a system's crate is
+//! `minilog`, `miniqueue`, `miniraft`, `minibench`): no system logic lives here, so what you read in a system's crate is
 //! all there is to it.
 
 mod bench;
 mod log;
 mod queue;
+mod sim;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +49,9 @@ enum Command {
     /// Side-by-side benchmarks against the real systems.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Deterministic simulations with injected faults (mini sim raft).
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
 }
 
 fn main() {
@@ -60,6 +66,7 @@ fn main() {
         Command::Log(args) => log::run(args),
         Command::Queue(args) => queue::run(args),
         Command::Bench(command) => bench::run(command),
+        Command::Sim(command) => sim::run(command),
     };
     std::process::exit(code);
 }

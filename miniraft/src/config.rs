@@ -140,6 +140,9 @@ impl Config {
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
             return Err(ConfigError::Timers { heartbeat: self.heartbeat_ticks, election: self.election_ticks });
         }
+        if self.read_mode == ReadMode::Lease && !self.check_quorum {
+            return Err(ConfigError::LeaseNeedsCheckQuorum);
+        }
         if self.read_mode == ReadMode::Lease && self.lease_ticks >= self.election_ticks {
             return Err(ConfigError::Lease { lease: self.lease_ticks, election: self.election_ticks });
         }

@@ -36,6 +36,8 @@ pub enum ConfigError {
         "lease_ticks ({lease}) must be less than election_ticks ({election}): the difference is the clock-drift budget"
     )]
     Lease { lease: u32, election: u32 },
+    #[error("lease reads need check_quorum: without it a deposed leader never learns that its lease is gone")]
+    LeaseNeedsCheckQuorum,
     #[error("max_entries_per_message, max_inflight_messages and snapshot_chunk_bytes must be nonzero")]
     ZeroLimit,
     #[error("the restored state is inconsistent: {0}")]

@@ -19,7 +19,9 @@ pub struct Message {
     /// The receiver.
     pub to: NodeId,
     /// The sender's term; for `PreVote` the term the sender *would* campaign in, and for a
-    /// `PreVoteResponse` the term of the request it answers (diss. §9.6).
+    /// `PreVoteResponse` the term of the request it answers when granted, the responder's own
+    /// term when refused (diss. §9.6; etcd does the same, so a pre-candidate behind in term
+    /// learns of it).
     pub term: Term,
     /// What the message says.
     pub body: MessageBody,
