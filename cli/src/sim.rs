@@ -6,6 +6,9 @@
 //! mini sim raft --seeds 500                       seeds 0..500, 3 nodes, every fault
 //! mini sim raft --seeds 200 --nodes 5 --faults drop,partition,crash
 //! mini sim raft --seed 1234 --nodes 5 --trace     replay one seed and show its last events
+//! mini sim raft --seed 509 --clients 16 --ops 40 --faults partition,clock-skew \
+//!     --read-mode lease --clock-skew 80           a stale lease read, clocks far beyond
+//!                                                 the lease's drift budget
 //! ```
 //!
 //! Every failing seed is printed with the command that replays it, then the summary line
@@ -54,9 +57,14 @@ pub struct RaftArgs {
     #[arg(long, value_name = "N", default_value_t = SimOptions::default().ops_per_client as u64, value_parser = clap::value_parser!(u64).range(0..=miniraft::sim::MAX_OPS_PER_CLIENT as u64))]
     ops: u64,
     /// How leaders serve reads: read-index or lease (clock skew then stays within the
-    /// lease's drift budget).
+    /// lease's drift budget, unless --clock-skew says otherwise).
     #[arg(long, value_name = "MODE", default_value = "read-index", value_parser = parse_read_mode)]
     read_mode: miniraft::ReadMode,
+    /// Overrides the seeds' clock skew: every node's clock runs at 100% ± PERCENT, even in
+    /// lease mode beyond the lease's drift budget (which lease reads do not survive; that
+    /// is what it is for). Without it, the seed draws ±5–25%, or stays within the budget.
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(0..=miniraft::sim::MAX_CLOCK_SKEW_PERCENT as i64))]
+    clock_skew: Option<u32>,
     /// Keeps the last events of each run and prints them with a failure (slower).
     #[arg(long)]
     trace: bool,
@@ -83,6 +91,7 @@ impl RaftArgs {
             clients: self.clients as usize,
             ops_per_client: self.ops as usize,
             read_mode: self.read_mode,
+            clock_skew_percent: self.clock_skew,
             #[cfg(feature = "broken")]
             bugs: self.bugs.clone(),
             #[cfg(not(feature = "broken"))]
@@ -149,4 +158,33 @@ fn run_batch(args: &RaftArgs) -> Summary {
     }
     progress.finish_and_clear();
     summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(subcommand)]
+        command: SimCommand,
+    }
+
+    fn parse(line: &[&str]) -> Result<RaftArgs, clap::Error> {
+        Wrapper::try_parse_from(["sim", "raft"].into_iter().chain(line.iter().copied())).map(|w| match w.command {
+            SimCommand::Raft(args) => args,
+        })
+    }
+
+    #[test]
+    fn clock_skew_reaches_the_options_and_the_replay_line() {
+        let args = parse(&["--seed", "509", "--read-mode", "lease", "--clock-skew", "80"]).unwrap();
+        let options = args.options(509);
+        assert_eq!(options.clock_skew_percent, Some(80));
+        assert!(options.replay_command().ends_with("--read-mode lease --clock-skew 80"));
+        assert_eq!(parse(&[]).unwrap().options(0).clock_skew_percent, None);
+        assert!(parse(&["--clock-skew", "91"]).is_err(), "beyond MAX_CLOCK_SKEW_PERCENT");
+        assert!(parse(&["--clock-skew", "-5"]).is_err());
+    }
 }

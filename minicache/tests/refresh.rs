@@ -277,6 +277,11 @@ async fn an_async_refresh_loader_runs_as_a_task_inside_tokio() {
     let clock = MockClock::new();
     let runs = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&runs);
+    // The refresh waits for this gate, so it cannot finish (on the other worker thread)
+    // while the five stale reads below are still being made: each must see the stale
+    // value and none may start a second refresh.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let waiting = Arc::clone(&gate);
     let cache: Cache<&str, u32> = Cache::builder()
         .max_capacity(100)
         .time_to_live(TTL)
@@ -284,9 +289,10 @@ async fn an_async_refresh_loader_runs_as_a_task_inside_tokio() {
         .clock(Arc::new(clock.clone()))
         .async_refresh_loader(move |_key: &str| {
             let counted = Arc::clone(&counted);
+            let gate = Arc::clone(&waiting);
             async move {
                 counted.fetch_add(1, Ordering::SeqCst);
-                tokio::task::yield_now().await;
+                let _permit = gate.acquire().await.map_err(|e| Box::new(e) as BoxError)?;
                 Ok::<u32, BoxError>(2)
             }
         })
@@ -296,6 +302,7 @@ async fn an_async_refresh_loader_runs_as_a_task_inside_tokio() {
     for _ in 0..5 {
         assert_eq!(cache.get_with_async(KEY, async { must_not_load() }).await, 1);
     }
+    gate.add_permits(1);
     while cache.loads_in_flight() > 0 {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }

@@ -55,6 +55,10 @@ pub const MAX_CLIENTS: usize = 64;
 /// The most operations per client.
 pub const MAX_OPS_PER_CLIENT: usize = 10_000;
 
+/// The largest clock skew `--clock-skew` accepts, in percent either way: a node at -90%
+/// still ticks (at a tenth of the rate); at -100% it would never tick again.
+pub const MAX_CLOCK_SKEW_PERCENT: u32 = 90;
+
 /// What a simulated run does. Everything else (timeouts, batch sizes, fault rates) the
 /// seed draws, so that the seed plus these options replay the run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +72,12 @@ pub struct SimOptions {
     /// Operations each client runs (retries after a refusal do not count).
     pub ops_per_client: usize,
     pub read_mode: ReadMode,
+    /// Overrides the seed's clock skew: every node's clock runs at a rate drawn from
+    /// `100% ± this` (and the clock-skew fault re-draws in that range), even when that
+    /// breaks the lease reads' drift budget. `None` is the seed's own choice: ±5–25%, or
+    /// within the budget in lease mode, so that a correct configuration passes. It exists
+    /// to show that lease reads really depend on that budget (`tests/sim.rs`).
+    pub clock_skew_percent: Option<u32>,
     /// Deliberately broken core behaviour; non-empty only with the `broken` feature.
     pub bugs: Vec<Bug>,
     /// Check that a restarted node kept every term and vote it sent (on by default). Off,
@@ -87,6 +97,7 @@ impl Default for SimOptions {
             clients: 4,
             ops_per_client: 100,
             read_mode: ReadMode::ReadIndex,
+            clock_skew_percent: None,
             bugs: Vec::new(),
             check_persistence: true,
             trace: false,
@@ -106,6 +117,9 @@ impl SimOptions {
         if self.ops_per_client > MAX_OPS_PER_CLIENT {
             return Err(format!("--ops must be at most {MAX_OPS_PER_CLIENT}, not {}", self.ops_per_client));
         }
+        if let Some(percent) = self.clock_skew_percent.filter(|p| *p > MAX_CLOCK_SKEW_PERCENT) {
+            return Err(format!("--clock-skew must be 0 to {MAX_CLOCK_SKEW_PERCENT} (percent), not {percent}"));
+        }
         if !self.bugs.is_empty() && !cfg!(feature = "broken") {
             return Err("injecting bugs needs miniraft's `broken` cargo feature (test builds only)".into());
         }
@@ -123,6 +137,9 @@ impl SimOptions {
             self.faults,
             read_mode_name(self.read_mode)
         );
+        if let Some(percent) = self.clock_skew_percent {
+            line.push_str(&format!(" --clock-skew {percent}"));
+        }
         if !self.check_persistence {
             line.push_str(" --no-persistence-check");
         }
@@ -144,6 +161,9 @@ impl SimOptions {
             self.faults,
             read_mode_name(self.read_mode)
         );
+        if let Some(percent) = self.clock_skew_percent {
+            line.push_str(&format!(" MINIRAFT_SIM_CLOCK_SKEW={percent}"));
+        }
         if !self.check_persistence {
             line.push_str(" MINIRAFT_SIM_PERSISTENCE_CHECK=off");
         }
@@ -177,8 +197,9 @@ pub struct Faults {
     pub crash: bool,
     /// A crash during a write keeps a random prefix of it (needs `crash`).
     pub torn_write: bool,
-    /// Nodes' clocks running fast or slow (bounded; within the lease's drift budget in
-    /// lease read mode).
+    /// Nodes' clocks running fast or slow, re-drawn during the run (bounded; within the
+    /// lease's drift budget in lease read mode, unless `SimOptions::clock_skew_percent`
+    /// says otherwise).
     pub clock_skew: bool,
     /// Nodes removed, re-added as learners and promoted.
     pub membership: bool,
@@ -579,6 +600,22 @@ mod tests {
             "mini sim raft --seed 99 --nodes 5 --clients 2 --ops 7 --faults drop,crash --read-mode lease"
         );
         assert!(options.replay_cargo().starts_with("MINIRAFT_SIM_SEED=99 MINIRAFT_SIM_NODES=5"));
+        let skewed = SimOptions { clock_skew_percent: Some(60), ..options };
+        assert!(skewed.replay_command().ends_with("--read-mode lease --clock-skew 60"), "{}", skewed.replay_command());
+        assert!(skewed.replay_cargo().contains(" MINIRAFT_SIM_CLOCK_SKEW=60 "), "{}", skewed.replay_cargo());
+    }
+
+    #[test]
+    fn an_explicit_clock_skew_sets_the_scenario_and_is_bounded() {
+        let options = SimOptions { clock_skew_percent: Some(50), ops_per_client: 5, ..SimOptions::default() };
+        let report = run_seed(&options);
+        assert_eq!(report.scenario.max_skew_ppm, 500_000, "{report}");
+        // Lease mode would otherwise stay within the drift budget; the override wins.
+        let lease = run_seed(&SimOptions { read_mode: ReadMode::Lease, ..options.clone() });
+        assert_eq!(lease.scenario.max_skew_ppm, 500_000, "{lease}");
+        assert!(lease.scenario.pre_vote && lease.scenario.check_quorum);
+        let too_much = SimOptions { clock_skew_percent: Some(MAX_CLOCK_SKEW_PERCENT + 1), ..options };
+        assert!(too_much.validate().unwrap_err().contains("--clock-skew"));
     }
 
     #[test]
