@@ -66,6 +66,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
+use std::ops::ControlFlow;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -342,12 +343,9 @@ where
         E: Send + Sync + 'static,
         F: FnOnce() -> Result<V, E>,
     {
-        let current = match self.look_up_for_load::<E>(&key) {
-            Lookup::Fresh(value) => return Ok(value),
-            Lookup::Failed(error) => return Err(LoadError::Failed(error)),
-            Lookup::NeedsRefresh(peek) if self.refresh_in_background(&key, peek.inserted_at) => return Ok(peek.value),
-            Lookup::NeedsRefresh(peek) => Some(peek),
-            Lookup::Miss => None,
+        let current = match self.start_load::<E>(&key) {
+            ControlFlow::Break(answer) => return answer,
+            ControlFlow::Continue(current) => current,
         };
         let state = self.loading_state();
         loop {
@@ -397,12 +395,9 @@ where
         E: Send + Sync + 'static,
         Fut: Future<Output = Result<V, E>>,
     {
-        let current = match self.look_up_for_load::<E>(&key) {
-            Lookup::Fresh(value) => return Ok(value),
-            Lookup::Failed(error) => return Err(LoadError::Failed(error)),
-            Lookup::NeedsRefresh(peek) if self.refresh_in_background(&key, peek.inserted_at) => return Ok(peek.value),
-            Lookup::NeedsRefresh(peek) => Some(peek),
-            Lookup::Miss => None,
+        let current = match self.start_load::<E>(&key) {
+            ControlFlow::Break(answer) => return answer,
+            ControlFlow::Continue(current) => current,
         };
         let state = self.loading_state();
         loop {
@@ -466,6 +461,21 @@ where
         let erased = self.loading_options().refresh_loader.as_ref()?;
         let loader = erased.downcast_ref::<RefreshLoader<K, V>>();
         Some(loader.expect("the builder stores a refresh loader for the cache's own K and V").clone())
+    }
+
+    /// What the sync and async loads do first: answer from the cache (a fresh value, a
+    /// remembered failure, or a stale value whose refresh went to the background), or go on
+    /// to load, with the entry to refresh if there is one.
+    fn start_load<E: Send + Sync + 'static>(&self, key: &K) -> ControlFlow<Result<V, LoadError<E>>, Option<Peek<V>>> {
+        match self.look_up_for_load::<E>(key) {
+            Lookup::Fresh(value) => ControlFlow::Break(Ok(value)),
+            Lookup::Failed(error) => ControlFlow::Break(Err(LoadError::Failed(error))),
+            Lookup::NeedsRefresh(peek) if self.refresh_in_background(key, peek.inserted_at) => {
+                ControlFlow::Break(Ok(peek.value))
+            }
+            Lookup::NeedsRefresh(peek) => ControlFlow::Continue(Some(peek)),
+            Lookup::Miss => ControlFlow::Continue(None),
+        }
     }
 
     /// The read a loading call starts with: the entry (fresh, or wanting a refresh), a

@@ -48,16 +48,20 @@ impl TimeoutRng {
         if term != self.term {
             *self = TimeoutRng::new(self.id, term);
         }
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.state = self.state.wrapping_add(SPLITMIX64_GAMMA);
         let draw = splitmix64(self.state);
         base + (draw % u64::from(base)) as u32
     }
 }
 
-/// splitmix64's output function (Steele, Lea and Flood, 2014): a fast, well-mixed hash of
-/// a counter, enough to spread timeouts.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+/// splitmix64's increment (2^64 divided by the golden ratio).
+pub(crate) const SPLITMIX64_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// splitmix64's output for the counter that follows `x` (Steele, Lea and Flood, 2014): a
+/// fast, well-mixed hash, enough to spread timeouts. The simulator's generator is seeded
+/// with the same function (`sim/rng.rs`).
+pub(crate) fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(SPLITMIX64_GAMMA);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

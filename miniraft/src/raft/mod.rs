@@ -46,6 +46,8 @@ mod replication;
 mod snapshot;
 mod transfer;
 
+pub(crate) use election::{splitmix64, SPLITMIX64_GAMMA};
+
 #[cfg(test)]
 mod tests;
 

@@ -126,19 +126,28 @@ impl SimOptions {
         Ok(())
     }
 
+    /// The settings a replay must carry, once for both replay lines: the `mini sim raft`
+    /// flag, the `MINIRAFT_SIM_*` variable `tests/sim.rs` reads, and the value.
+    fn replay_settings(&self) -> Vec<(&'static str, &'static str, String)> {
+        let mut settings = vec![
+            ("seed", "SEED", self.seed.to_string()),
+            ("nodes", "NODES", self.nodes.to_string()),
+            ("clients", "CLIENTS", self.clients.to_string()),
+            ("ops", "OPS", self.ops_per_client.to_string()),
+            ("faults", "FAULTS", self.faults.to_string()),
+            ("read-mode", "READ_MODE", read_mode_name(self.read_mode).to_string()),
+        ];
+        if let Some(percent) = self.clock_skew_percent {
+            settings.push(("clock-skew", "CLOCK_SKEW", percent.to_string()));
+        }
+        settings
+    }
+
     /// The command that replays this run with the `mini` binary.
     pub fn replay_command(&self) -> String {
-        let mut line = format!(
-            "mini sim raft --seed {} --nodes {} --clients {} --ops {} --faults {} --read-mode {}",
-            self.seed,
-            self.nodes,
-            self.clients,
-            self.ops_per_client,
-            self.faults,
-            read_mode_name(self.read_mode)
-        );
-        if let Some(percent) = self.clock_skew_percent {
-            line.push_str(&format!(" --clock-skew {percent}"));
+        let mut line = String::from("mini sim raft");
+        for (flag, _, value) in self.replay_settings() {
+            line.push_str(&format!(" --{flag} {value}"));
         }
         if !self.check_persistence {
             line.push_str(" --no-persistence-check");
@@ -151,19 +160,9 @@ impl SimOptions {
 
     /// The same replay through `cargo test` (the `replay` test of `tests/sim.rs`).
     pub fn replay_cargo(&self) -> String {
-        let mut line = format!(
-            "MINIRAFT_SIM_SEED={} MINIRAFT_SIM_NODES={} MINIRAFT_SIM_CLIENTS={} MINIRAFT_SIM_OPS={} \
-             MINIRAFT_SIM_FAULTS={} MINIRAFT_SIM_READ_MODE={}",
-            self.seed,
-            self.nodes,
-            self.clients,
-            self.ops_per_client,
-            self.faults,
-            read_mode_name(self.read_mode)
-        );
-        if let Some(percent) = self.clock_skew_percent {
-            line.push_str(&format!(" MINIRAFT_SIM_CLOCK_SKEW={percent}"));
-        }
+        let settings: Vec<String> =
+            self.replay_settings().into_iter().map(|(_, var, value)| format!("MINIRAFT_SIM_{var}={value}")).collect();
+        let mut line = settings.join(" ");
         if !self.check_persistence {
             line.push_str(" MINIRAFT_SIM_PERSISTENCE_CHECK=off");
         }

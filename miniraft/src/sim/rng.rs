@@ -18,12 +18,11 @@ pub struct SimRng {
 }
 
 /// One step of splitmix64: the seeding function, also a decent 64-bit mixer on its own.
+/// The mixing is the core's (`raft/election.rs`, which draws election timeouts with it).
 pub fn splitmix64(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    let output = crate::raft::splitmix64(*x);
+    *x = x.wrapping_add(crate::raft::SPLITMIX64_GAMMA);
+    output
 }
 
 impl SimRng {
