@@ -12,13 +12,15 @@
 //! mini bench cache             minicache's hit ratios vs moka, quick_cache, LRU and optimal
 //! mini bench raft              a 3-node miniraft cluster at 1, 16 and 256 proposers
 //! mini sim raft --seeds N      miniraft under deterministic simulation with injected faults
+//! mini demo --list | NAME      the backend exercises (rate limiting, idempotency, ...) as demos
 //! ```
 //!
 //! This crate only parses the command line and calls the libraries (`minikv`,
-//! `minilog`, `miniqueue`, `miniraft`, `minibench`): no system logic lives here, so what you read in a system's crate is
+//! `minilog`, `miniqueue`, `miniraft`, `minibench`, `exercises`): no system logic lives here, so what you read in a system's crate is
 //! all there is to it.
 
 mod bench;
+mod demo;
 mod log;
 mod queue;
 mod sim;
@@ -52,6 +54,8 @@ enum Command {
     /// Deterministic simulations with injected faults (mini sim raft).
     #[command(subcommand)]
     Sim(sim::SimCommand),
+    /// Run a backend exercise's scenario (rate limiting, idempotency, ...) and print its report.
+    Demo(demo::DemoArgs),
 }
 
 fn main() {
@@ -67,6 +71,7 @@ fn main() {
         Command::Queue(args) => queue::run(args),
         Command::Bench(command) => bench::run(command),
         Command::Sim(command) => sim::run(command),
+        Command::Demo(args) => demo::run(args),
     };
     std::process::exit(code);
 }
