@@ -33,8 +33,8 @@ use exercises::messaging::replay_endpoint::{router, DlqApi};
 use exercises::messaging::retry::{DeadReason, RetryPolicy, Variant};
 use exercises::messaging::retry_dlq::{message, Kind, Planned, DOWN_DOMAIN};
 use exercises::messaging::worker::{
-    publish, tube_counts, Attempt, Fault, Faults, Outcome, Timeline, Worker, WorkerConfig, WorkerError, WorkerSummary,
-    HANG_MARGIN,
+    publish, spawn_pool, tube_counts, Attempt, Fault, Faults, Outcome, Timeline, WorkerConfig, WorkerError,
+    WorkerSummary, HANG_MARGIN,
 };
 use minibench::queue::client::{self, Client};
 use tokio::sync::watch;
@@ -120,35 +120,16 @@ impl Workers {
         count: usize,
         timeline: Arc<Timeline>,
     ) -> Workers {
-        let config = Arc::new(WorkerConfig {
-            addr: addr.to_string(),
-            tube: tube.to_string(),
-            dlq_tube: dlq_tube(tube),
-            policy,
-            variant,
-        });
-        let faults = Arc::new(faults);
-        let (stop, stopped) = watch::channel(false);
-        let handles = (0..count)
-            .map(|w| {
-                let worker = Worker::new(
-                    w,
-                    config.clone(),
-                    provider.clone(),
-                    faults.clone(),
-                    timeline.clone(),
-                    fastrand::Rng::with_seed(w as u64 + 1),
-                );
-                tokio::spawn(worker.run(stopped.clone()))
-            })
-            .collect();
+        let config =
+            WorkerConfig { addr: addr.to_string(), tube: tube.to_string(), dlq_tube: dlq_tube(tube), policy, variant };
+        let pool = spawn_pool(count, config, &provider, faults, &timeline, |w| fastrand::Rng::with_seed(w as u64 + 1));
         Workers {
             addr: addr.to_string(),
             tube: tube.to_string(),
             provider,
             timeline,
-            stop,
-            handles,
+            stop: pool.stop,
+            handles: pool.handles,
             messages: Vec::new(),
             job_ids: Vec::new(),
         }

@@ -65,6 +65,7 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::framework::{Demo, DemoError, LatencyHistogram, Report, Scale};
+use crate::messaging::worker::{tube_counts, TubeCounts};
 
 use super::audit::{self, Audit, PaymentRequest};
 use super::ledger::{self, Ledger, LedgerEntry, LedgerKeys, LedgerWrite, Recorded};
@@ -456,43 +457,6 @@ fn kill_plan(config: &PaymentConfig, payments: &[PaymentRequest]) -> HashMap<Str
         }
     }
     plan
-}
-
-/// A tube's jobs not yet deleted, by state (`stats-tube`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TubeCounts {
-    pub ready: u64,
-    pub reserved: u64,
-    pub delayed: u64,
-    pub buried: u64,
-}
-
-impl TubeCounts {
-    /// Jobs some worker will still process.
-    pub fn active(&self) -> u64 {
-        self.ready + self.reserved + self.delayed
-    }
-
-    pub fn total(&self) -> u64 {
-        self.active() + self.buried
-    }
-}
-
-async fn tube_counts(queue: &mut Client, tube: &str) -> Result<TubeCounts, DemoError> {
-    match queue.stats_tube(tube).await {
-        Ok(stats) => {
-            let get = |field: &str| stats.get_u64(field).unwrap_or(0);
-            Ok(TubeCounts {
-                ready: get("current-jobs-ready"),
-                reserved: get("current-jobs-reserved"),
-                delayed: get("current-jobs-delayed"),
-                buried: get("current-jobs-buried"),
-            })
-        }
-        // beanstalkd drops a tube with no jobs and nobody using it.
-        Err(QueueError::NotFound) => Ok(TubeCounts::default()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Runs one payment run against the KV store at `kv_url` and the queue at `queue_addr`.

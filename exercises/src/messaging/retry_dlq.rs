@@ -34,7 +34,7 @@ use super::notification::Notification;
 use super::provider::{Ledger, Provider, ProviderConfig};
 use super::replay_endpoint::{router, DlqApi};
 use super::retry::{DeadReason, RetryPolicy, Variant};
-use super::worker::{tube_counts, Attempt, Fault, Faults, Outcome, Timeline, Worker, WorkerConfig, HANG_MARGIN};
+use super::worker::{spawn_pool, tube_counts, Attempt, Fault, Faults, Outcome, Timeline, WorkerConfig, HANG_MARGIN};
 use crate::framework::http::serve;
 use crate::framework::{Demo, DemoError, LatencyHistogram, Report, Scale, Served};
 use minibench::queue::client::Client;
@@ -283,34 +283,20 @@ impl Run {
         timeline: Arc<Timeline>,
         stream: u64,
     ) -> Result<Run, DemoError> {
-        let config = Arc::new(WorkerConfig {
+        let config = WorkerConfig {
             addr: demo.queue_addr()?.to_string(),
             tube: tube.clone(),
             dlq_tube: dlq_tube(&tube),
             policy,
             variant,
-        });
-        let faults = Arc::new(faults);
-        let (stop, stopped) = watch::channel(false);
-        let handles = (0..workers)
-            .map(|w| {
-                let worker = Worker::new(
-                    w,
-                    config.clone(),
-                    provider.clone(),
-                    faults.clone(),
-                    timeline.clone(),
-                    demo.rng(stream + w as u64),
-                );
-                tokio::spawn(worker.run(stopped.clone()))
-            })
-            .collect();
+        };
+        let pool = spawn_pool(workers, config, &provider, faults, &timeline, |w| demo.rng(stream + w as u64));
         Ok(Run {
             tube,
             provider,
             timeline,
-            stop,
-            workers: handles,
+            stop: pool.stop,
+            workers: pool.handles,
             job_index: HashMap::new(),
             published_at: Vec::new(),
         })

@@ -251,6 +251,34 @@ enum After {
     },
 }
 
+/// A running pool of workers on one tube: the stop switch and their tasks.
+pub struct WorkerPool {
+    pub stop: watch::Sender<bool>,
+    pub handles: Vec<tokio::task::JoinHandle<Result<WorkerSummary, WorkerError>>>,
+}
+
+/// Starts `count` workers sharing `config`, the provider, the faults and the timeline;
+/// worker `w` draws its jitter from `rng_of(w)`, so a run can be repeated.
+pub fn spawn_pool(
+    count: usize,
+    config: WorkerConfig,
+    provider: &Arc<Provider>,
+    faults: Faults,
+    timeline: &Arc<Timeline>,
+    rng_of: impl Fn(usize) -> fastrand::Rng,
+) -> WorkerPool {
+    let config = Arc::new(config);
+    let faults = Arc::new(faults);
+    let (stop, stopped) = watch::channel(false);
+    let handles = (0..count)
+        .map(|w| {
+            let worker = Worker::new(w, config.clone(), provider.clone(), faults.clone(), timeline.clone(), rng_of(w));
+            tokio::spawn(worker.run(stopped.clone()))
+        })
+        .collect();
+    WorkerPool { stop, handles }
+}
+
 /// One worker: one connection, one job at a time.
 pub struct Worker {
     id: usize,
@@ -486,8 +514,13 @@ pub struct TubeCounts {
 }
 
 impl TubeCounts {
+    /// Jobs some worker will still process (buried ones wait for a kick).
+    pub fn active(&self) -> u64 {
+        self.ready + self.reserved + self.delayed
+    }
+
     pub fn total(&self) -> u64 {
-        self.ready + self.reserved + self.delayed + self.buried
+        self.active() + self.buried
     }
 }
 
