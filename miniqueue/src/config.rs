@@ -12,8 +12,6 @@ pub const DEFAULT_MAX_JOB_SIZE: usize = 65535;
 pub const LARGEST_MAX_JOB_SIZE: usize = 1_073_741_824;
 /// beanstalkd's default WAL file size.
 pub const DEFAULT_WAL_FILE_SIZE: u64 = 10_485_760;
-/// The group-commit gathering window, in microseconds (see `--group-commit-us`).
-pub const DEFAULT_GROUP_COMMIT_US: u64 = 250;
 /// beanstalkd's `-f` default when `-b` is given.
 pub const DEFAULT_FSYNC_MS: u64 = 50;
 
@@ -65,13 +63,9 @@ pub struct Config {
     /// of the -l address (0 picks a free one).
     #[arg(long = "admin-port", value_name = "PORT")]
     pub admin_port: Option<u16>,
-    /// With -f 0: after an fsync shared by several clients, wait this many microseconds
-    /// for more before the next one (group commit's gathering window; 0 turns it off).
-    #[arg(long = "group-commit-us", value_name = "US", default_value_t = DEFAULT_GROUP_COMMIT_US)]
-    pub group_commit_us: u64,
     /// Runtime worker threads. One by default, like beanstalkd's one thread: every
     /// command runs under the engine's one mutex anyway, and on a small machine the other
-    /// cores are better left to the clients and the fsync thread.
+    /// cores are better left to the clients.
     #[arg(long = "threads", value_name = "N", default_value_t = 1)]
     pub threads: usize,
 }
@@ -91,7 +85,6 @@ impl Config {
             verbose: 0,
             version: None,
             admin_port: None,
-            group_commit_us: DEFAULT_GROUP_COMMIT_US,
             threads: 1,
         }
     }
@@ -121,14 +114,6 @@ impl Config {
         match self.fsync_ms.unwrap_or(DEFAULT_FSYNC_MS) {
             0 => FsyncPolicy::Always,
             ms => FsyncPolicy::EveryMillis(ms),
-        }
-    }
-
-    /// The record log's group-commit window: only for `-f 0`, where replies wait.
-    pub fn group_commit_window(&self) -> std::time::Duration {
-        match self.fsync_policy() {
-            FsyncPolicy::Always => std::time::Duration::from_micros(self.group_commit_us),
-            _ => std::time::Duration::ZERO,
         }
     }
 

@@ -163,7 +163,6 @@ pub async fn start(config: Config) -> Result<Running, String> {
                 segment_bytes: config.wal_file_size,
                 fsync: config.fsync_policy(),
                 max_record_bytes: (config.max_job_size + 4096).min(u32::MAX as usize) as u32,
-                group_commit_window: config.group_commit_window(),
                 // Fixed-size files, as beanstalkd's binlog: an fsync then flushes data only.
                 preallocate: true,
                 ..LogOptions::default()

@@ -257,6 +257,53 @@ impl RecordLog {
         self.core.sync_through(through)
     }
 
+    /// Writes and fsyncs everything appended so far **on the calling thread**, and returns
+    /// the durable watermark (one past the last LSN an fsync now covers).
+    ///
+    /// [`sync`](Self::sync) hands the work to the syncer thread and waits to be woken; each
+    /// hand-off is a thread wake-up in each direction. An event loop that gathers a batch
+    /// of commits and then makes them durable in one go (Redis's `appendfsync always`
+    /// fsyncs before its loop sleeps) is better served doing the fsync itself: it blocks
+    /// its thread for one fsync, with nothing else to do meanwhile. Safe to call while the
+    /// syncer also runs: the durable watermark only ever grows.
+    pub fn sync_here(&self) -> Result<Lsn, LogError> {
+        if self.core.options.debug_ack_before_sync {
+            // The deliberately broken variant: write, then claim durability with no fsync.
+            let target = self.core.next_lsn.load(Ordering::Acquire);
+            self.core.write_through(target)?;
+            self.core.publish_durable(target);
+            return Ok(target);
+        }
+        self.core.sync_now()?;
+        Ok(self.core.durable_lsn.load(Ordering::Acquire))
+    }
+
+    /// Asks the syncer thread to fsync every record through `through`, and returns at once:
+    /// the caller watches [`durable_lsn`](Self::durable_lsn) itself. For an event loop that
+    /// keeps serving while the fsync runs and polls for its end rather than sleeping
+    /// until woken (a wake-up from another thread is what this avoids). Together with
+    /// [`check_failed`](Self::check_failed), so a failed fsync does not leave the
+    /// caller polling forever.
+    pub fn request_sync(&self, through: Lsn) -> Result<(), LogError> {
+        self.core.check_appended(through)?;
+        self.core.check_not_failed()?;
+        let target = through + 1;
+        if self.core.options.debug_ack_before_sync {
+            // The deliberately broken variant: write, then claim durability with no fsync.
+            self.core.write_through(target)?;
+            self.core.publish_durable(target);
+            return Ok(());
+        }
+        self.core.request_sync(target);
+        Ok(())
+    }
+
+    /// Errors with [`LogError::Failed`] once an I/O error has stopped the log (then
+    /// nothing more becomes durable).
+    pub fn check_failed(&self) -> Result<(), LogError> {
+        self.core.check_not_failed()
+    }
+
     /// Makes every record through `through` as durable as the [`FsyncPolicy`] promises and
     /// returns the level reached: **`Synced`** under `Always` (waits for the group fsync),
     /// at least **`Written`** under `EveryMillis` and `Never` (`Synced` if an fsync
@@ -304,25 +351,6 @@ impl RecordLog {
                 Ok(self.durability_of(through))
             }
         }
-    }
-
-    /// [`commit_async`](Self::commit_async) on behalf of `committers` callers at once.
-    ///
-    /// For a relay that waits once for many clients (so that one fsync wakes one task
-    /// instead of each client's task from the syncer thread): counting them all keeps
-    /// the group-commit window ([`LogOptions::group_commit_window`]) working, since the
-    /// window only opens after fsyncs that answered more than one committer.
-    pub async fn commit_async_shared(&self, through: Lsn, committers: u64) -> Result<Durability, LogError> {
-        if self.core.options.fsync != FsyncPolicy::Always || self.core.options.debug_ack_before_sync {
-            return self.commit_async(through).await;
-        }
-        self.core.check_appended(through)?;
-        let target = through + 1;
-        if self.core.durable_lsn.load(Ordering::Acquire) < target {
-            self.core.request_sync_for(target, committers.max(1));
-            self.core.wait_for_progress(|progress| progress.durable >= target).await?;
-        }
-        Ok(Durability::Synced)
     }
 
     /// How far record `lsn` has got right now. An LSN not yet appended reports `Buffered`,

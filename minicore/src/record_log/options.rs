@@ -75,14 +75,6 @@ pub struct LogOptions {
     pub recovery: RecoveryMode,
     /// Observer for fsync latency; see [`FsyncObserver`].
     pub on_fsync: Option<FsyncObserver>,
-    /// Group commit's gathering window (PostgreSQL's `commit_delay`): after an fsync
-    /// that covered more than one record, the syncer waits this long before starting
-    /// the next, so that more concurrent committers share it. Zero (the default) syncs
-    /// again at once. Only load with several committers pays the wait: one committer
-    /// at a time never sees it, since its fsyncs cover one record each. On a machine
-    /// where an fsync costs real CPU (journal commits, interrupts), fewer and fuller
-    /// fsyncs are what lets throughput grow with clients.
-    pub group_commit_window: Duration,
     /// Create every segment at its full `segment_bytes`, filled with zeros, and write
     /// records over the zeros. An fsync then only flushes data blocks: the file's size
     /// never changes, so the inode (and on a journaling filesystem, a journal commit)
@@ -131,7 +123,6 @@ impl Default for LogOptions {
             max_record_bytes: Self::DEFAULT_MAX_RECORD_BYTES,
             recovery: RecoveryMode::Strict,
             on_fsync: None,
-            group_commit_window: Duration::ZERO,
             preallocate: false,
             debug_ack_before_sync: false,
         }
@@ -147,7 +138,6 @@ impl fmt::Debug for LogOptions {
             .field("max_record_bytes", &self.max_record_bytes)
             .field("recovery", &self.recovery)
             .field("on_fsync", &self.on_fsync.as_ref().map(|_| "Fn(Duration)"))
-            .field("group_commit_window", &self.group_commit_window)
             .field("preallocate", &self.preallocate);
         if self.debug_ack_before_sync {
             debug.field("debug_ack_before_sync", &true);

@@ -18,7 +18,9 @@
 //!
 //! Left out: fsync batching across several logs, and adaptive delays that wait a little for
 //! more committers before fsyncing (PostgreSQL's `commit_delay`): the natural batching
-//! while an fsync is in flight is enough here.
+//! while an fsync is in flight is enough here. An event loop that gathers its own batches
+//! can skip this thread altogether with [`RecordLog::sync_here`](super::RecordLog::sync_here),
+//! which fsyncs on the caller's thread (miniqueue's `-f 0` does).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant};
 use super::error::LogError;
 use super::options::FsyncPolicy;
 use super::segment;
-use super::writer::{BackgroundRequests, LogCore, Progress, Rolling, WriteOutcome};
+use super::writer::{LogCore, Progress, Rolling, WriteOutcome};
 use super::Lsn;
 
 impl LogCore {
@@ -71,7 +73,6 @@ impl LogCore {
             return Ok(());
         }
         let mut background = self.background.lock();
-        background.note_sync_requests(1);
         if background.sync_requested < target {
             background.sync_requested = target;
             self.sync_wanted.notify_one();
@@ -89,13 +90,7 @@ impl LogCore {
 
     /// Asks the syncer to make `target` durable, without waiting.
     pub(crate) fn request_sync(&self, target: Lsn) {
-        self.request_sync_for(target, 1);
-    }
-
-    /// [`request_sync`](Self::request_sync) for `committers` callers at once.
-    pub(crate) fn request_sync_for(&self, target: Lsn, committers: u64) {
         let mut background = self.background.lock();
-        background.note_sync_requests(committers);
         if background.sync_requested < target {
             background.sync_requested = target;
             self.sync_wanted.notify_one();
@@ -157,9 +152,6 @@ pub(crate) fn run_syncer(core: Arc<LogCore>) {
         FsyncPolicy::Always | FsyncPolicy::Never => None,
     };
     let mut next_tick = interval.map(|interval| Instant::now() + interval);
-    // Committers the previous fsync answered: more than one means they overlap, and the
-    // gathering window (if any) is worth waiting.
-    let mut last_batch: u64 = 0;
     loop {
         let shutting_down = {
             let mut background = core.background.lock();
@@ -194,33 +186,10 @@ pub(crate) fn run_syncer(core: Arc<LogCore>) {
                 next_tick = Some(Instant::now() + interval);
             }
         }
-        let window = core.options.group_commit_window;
-        if !window.is_zero() && last_batch > 1 {
-            // Gather until the window, counted from the batch's first request, ends.
-            let first = core.background.lock().first_request_at;
-            if let Some(wait) = first.and_then(|at| (at + window).checked_duration_since(Instant::now())) {
-                std::thread::sleep(wait);
-            }
-        }
-        last_batch = {
-            let mut background = core.background.lock();
-            background.first_request_at = None;
-            std::mem::take(&mut background.sync_requests)
-        };
         // On error the log is already marked failed and every waiter woken; keep looping
         // so the thread still exits on shutdown.
         if let Err(error) = core.sync_now() {
             tracing::debug!(dir = %core.dir.display(), "record log sync failed: {error}");
-        }
-    }
-}
-
-impl BackgroundRequests {
-    /// Counts committers for the next fsync, noting when the batch's first one came.
-    fn note_sync_requests(&mut self, committers: u64) {
-        self.sync_requests += committers;
-        if self.first_request_at.is_none() {
-            self.first_request_at = Some(Instant::now());
         }
     }
 }

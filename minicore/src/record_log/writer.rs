@@ -91,13 +91,6 @@ pub(crate) struct BackgroundRequests {
     pub(crate) write_requested: Lsn,
     /// `append` saw the pending buffer pass `WRITE_BEHIND_BYTES`.
     pub(crate) write_behind: bool,
-    /// Sync requests (committers) since the syncer last started an fsync: how many
-    /// callers the next fsync will answer, for the group-commit window.
-    pub(crate) sync_requests: u64,
-    /// When the first of those requests came: the gathering window runs from here, so
-    /// requests that already waited through the previous fsync are not kept waiting
-    /// longer.
-    pub(crate) first_request_at: Option<std::time::Instant>,
     /// The log is being dropped.
     pub(crate) shutdown: bool,
 }
