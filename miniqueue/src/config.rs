@@ -12,6 +12,9 @@ pub const DEFAULT_MAX_JOB_SIZE: usize = 65535;
 pub const LARGEST_MAX_JOB_SIZE: usize = 1_073_741_824;
 /// beanstalkd's default WAL file size.
 pub const DEFAULT_WAL_FILE_SIZE: u64 = 10_485_760;
+/// How long a lone client's connection looks for its next command after a reply (see
+/// `--busy-poll-us`).
+pub const DEFAULT_BUSY_POLL_US: u64 = 100;
 /// beanstalkd's `-f` default when `-b` is given.
 pub const DEFAULT_FSYNC_MS: u64 = 50;
 
@@ -68,6 +71,12 @@ pub struct Config {
     /// cores are better left to the clients.
     #[arg(long = "threads", value_name = "N", default_value_t = 1)]
     pub threads: usize,
+    /// While only one client is connected, look for its next command for up to this many
+    /// microseconds after each reply before the event loop sleeps (as Linux's
+    /// `net.core.busy_read`); 0 turns it off. Costs CPU only while that client is busy.
+    /// Not used with -f 0, where each reply waits for an fsync anyway.
+    #[arg(long = "busy-poll-us", value_name = "US", default_value_t = DEFAULT_BUSY_POLL_US)]
+    pub busy_poll_us: u64,
 }
 
 impl Config {
@@ -86,6 +95,7 @@ impl Config {
             version: None,
             admin_port: None,
             threads: 1,
+            busy_poll_us: DEFAULT_BUSY_POLL_US,
         }
     }
 
