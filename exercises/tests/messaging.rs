@@ -109,6 +109,22 @@ struct Workers {
 }
 
 impl Workers {
+    /// `count` workers with a provider that never fails, no injected faults and a fresh
+    /// timeline: what most tests need.
+    async fn start_plain(addr: &str, tube: &str, policy: RetryPolicy, variant: Variant, count: usize) -> Workers {
+        Workers::start(
+            addr,
+            tube,
+            policy,
+            variant,
+            provider(0.0),
+            Faults::default(),
+            count,
+            Arc::new(Timeline::new(Instant::now())),
+        )
+        .await
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn start(
         addr: &str,
@@ -231,17 +247,7 @@ async fn backoff_delays_stay_in_their_windows_and_the_dlq_comes_after_exactly_ma
         // Ceilings 1 s, then capped at 1 s twice: at most 3 s of waiting.
         let policy = policy(4, 1, 1);
         let tube = unique_tube("backoff");
-        let mut workers = Workers::start(
-            &addr,
-            &tube,
-            policy,
-            Variant::Correct,
-            provider(0.0),
-            Faults::default(),
-            2,
-            Arc::new(Timeline::new(Instant::now())),
-        )
-        .await;
+        let mut workers = Workers::start_plain(&addr, &tube, policy, Variant::Correct, 2).await;
         workers.publish(&messages(&[Kind::Down, Kind::Down, Kind::Down], 10), 5).await;
         assert!(workers.settle(3, Duration::from_secs(20)).await, "{server}: three exhausted messages settle");
 
@@ -288,17 +294,7 @@ async fn poison_is_dead_lettered_at_its_first_attempt_and_the_broken_variant_is_
         let mut runs = Vec::new();
         for variant in [Variant::Correct, Variant::NoPoisonDetection] {
             let tube = unique_tube("poison");
-            let mut workers = Workers::start(
-                &addr,
-                &tube,
-                policy,
-                variant,
-                provider(0.0),
-                Faults::default(),
-                1,
-                Arc::new(Timeline::new(Instant::now())),
-            )
-            .await;
+            let mut workers = Workers::start_plain(&addr, &tube, policy, variant, 1).await;
             workers.publish(&poison, 5).await;
             assert!(workers.settle(poison.len(), Duration::from_secs(10)).await, "{server} {variant:?}: settles");
             let listing = workers.dlq().list().await.expect("list");
@@ -334,17 +330,7 @@ async fn retrying_without_an_attempt_limit_is_caught_by_the_max_attempts_check()
         let mut runs = Vec::new();
         for variant in [Variant::Correct, Variant::NoAttemptLimit] {
             let tube = unique_tube("limit");
-            let mut workers = Workers::start(
-                &addr,
-                &tube,
-                policy,
-                variant,
-                provider(0.0),
-                Faults::default(),
-                1,
-                Arc::new(Timeline::new(Instant::now())),
-            )
-            .await;
+            let mut workers = Workers::start_plain(&addr, &tube, policy, variant, 1).await;
             workers.publish(&messages(&[Kind::Down], 40), 5).await;
             // The correct run settles at once; the broken one never does.
             workers.settle(1, Duration::from_millis(1_500)).await;
@@ -394,17 +380,7 @@ async fn the_attempt_number_survives_worker_crashes_so_a_crash_loop_ends_in_the_
             (3, 0, 0),
             "{server}: crashes show only in reserves; releases + timeouts would call the next attempt number 1"
         );
-        let mut workers = Workers::start(
-            &addr,
-            &tube,
-            policy(3, 0, 0),
-            Variant::Correct,
-            provider(0.0),
-            Faults::default(),
-            1,
-            Arc::new(Timeline::new(Instant::now())),
-        )
-        .await;
+        let mut workers = Workers::start_plain(&addr, &tube, policy(3, 0, 0), Variant::Correct, 1).await;
         workers.messages.push(m.clone());
         workers.job_ids.push(ids[0]);
         assert!(workers.settle(1, Duration::from_secs(10)).await, "{server}: settles");
@@ -588,17 +564,7 @@ async fn an_envelope_too_big_for_the_server_buries_the_original_instead() {
         // 40,000 bytes that are not UTF-8: hex in the envelope doubles them past 65,535.
         let body: Vec<u8> = (0..40_000u32).map(|i| if i % 7 == 0 { 0xff } else { b'a' }).collect();
         let big = Planned { kind: Kind::Malformed, id: 80, body: body.clone(), fault: None };
-        let mut workers = Workers::start(
-            &addr,
-            &tube,
-            policy(3, 0, 0),
-            Variant::Correct,
-            provider(0.0),
-            Faults::default(),
-            1,
-            Arc::new(Timeline::new(Instant::now())),
-        )
-        .await;
+        let mut workers = Workers::start_plain(&addr, &tube, policy(3, 0, 0), Variant::Correct, 1).await;
         workers.publish(&[big], 5).await;
         assert!(workers.settle(1, Duration::from_secs(10)).await, "{server}: settles");
         let attempts = workers.attempts_of(0);

@@ -268,10 +268,8 @@ impl RecordLog {
     /// syncer also runs: the durable watermark only ever grows.
     pub fn sync_here(&self) -> Result<Lsn, LogError> {
         if self.core.options.debug_ack_before_sync {
-            // The deliberately broken variant: write, then claim durability with no fsync.
             let target = self.core.next_lsn.load(Ordering::Acquire);
-            self.core.write_through(target)?;
-            self.core.publish_durable(target);
+            self.core.claim_durable_without_fsync(target)?;
             return Ok(target);
         }
         self.core.sync_now()?;
@@ -289,10 +287,7 @@ impl RecordLog {
         self.core.check_not_failed()?;
         let target = through + 1;
         if self.core.options.debug_ack_before_sync {
-            // The deliberately broken variant: write, then claim durability with no fsync.
-            self.core.write_through(target)?;
-            self.core.publish_durable(target);
-            return Ok(());
+            return self.core.claim_durable_without_fsync(target);
         }
         self.core.request_sync(target);
         Ok(())

@@ -67,10 +67,7 @@ impl LogCore {
             return Ok(());
         }
         if self.options.debug_ack_before_sync {
-            // The deliberately broken variant: write, then claim durability with no fsync.
-            self.write_through(target)?;
-            self.publish_durable(target);
-            return Ok(());
+            return self.claim_durable_without_fsync(target);
         }
         let mut background = self.background.lock();
         if background.sync_requested < target {
@@ -86,6 +83,14 @@ impl LogCore {
             }
             self.durable_advanced.wait(&mut background);
         }
+    }
+
+    /// The deliberately broken variant (`LogOptions::debug_ack_before_sync`): writes
+    /// through `target`, then claims durability with no fsync.
+    pub(crate) fn claim_durable_without_fsync(&self, target: Lsn) -> Result<(), LogError> {
+        self.write_through(target)?;
+        self.publish_durable(target);
+        Ok(())
     }
 
     /// Asks the syncer to make `target` durable, without waiting.
